@@ -1,0 +1,28 @@
+# Everything a fresh machine needs: `make demo` and `make test` set up the venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch lies on this machine's disk; a plain `torch` would pull a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lmtune train --config examples/demo.yaml
+	$(VENV)/bin/lmtune evaluate runs/demo --data examples/reviews/test.csv
+	$(VENV)/bin/lmtune predict runs/demo "an absolute delight from start to finish" "a dull, lifeless mess"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,226 @@
+"""The `lmtune` command: train, evaluate, predict, data check.
+
+Flags and the YAML config are the same schema: any field is `--group.field value`
+(e.g. `--train.epochs 2`), and the common data/model flags have short forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import Config, ConfigError
+
+# Short flags -> config keys (the long form `--group.field` always works too).
+SHORTHANDS = {
+    "task": "task", "model": "model.name", "method": "method.name", "train": "data.train",
+    "validation": "data.validation", "test": "data.test", "text_column": "data.text_column",
+    "text_pair_column": "data.text_pair_column", "label_column": "data.label_column",
+    "label_separator": "data.label_separator", "class_weights": "train.class_weights",
+    "epochs": "train.epochs", "run_name": "train.run_name", "output_dir": "train.output_dir",
+    "max_length": "model.max_length", "seed": "train.seed",
+}
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    for flag in SHORTHANDS:
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None,
+                            help=f"sets {SHORTHANDS[flag]}")
+    parser.add_argument("--multi-label", action="store_true", default=None,
+                        help="labels are lists (or --label-separator joined); sigmoid + per-label F1")
+    parser.add_argument("--config", help="YAML config (groups: model, data, method, train, eval)")
+
+
+def _overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
+    """Parse `--group.field value` / `--group.field=value` pairs left over by argparse."""
+    pairs, i = [], 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or "." not in token:
+            raise ConfigError(f"unexpected argument {token!r}; config fields are --group.field VALUE")
+        key = token[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            value, i = extra[i + 1], i + 2
+        else:
+            value, i = "true", i + 1
+        pairs.append((key, value))
+    return pairs
+
+
+def build_config(args: argparse.Namespace, extra: Sequence[str]) -> Config:
+    cfg = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
+    for flag, key in SHORTHANDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            cfg.override(key, value, f"--{flag.replace('_', '-')}")
+    if getattr(args, "multi_label", None):
+        cfg.data.multi_label = True
+    for key, value in _overrides(extra):
+        cfg.override(key, value, f"--{key}")
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .pipeline import finetune
+
+    if args.resume:
+        if extra or any(getattr(args, f, None) is not None for f in SHORTHANDS):
+            raise ConfigError("--resume continues a run with its saved config; do not pass other flags")
+        finetune(None, resume=args.resume)
+        return 0
+    finetune(build_config(args, extra))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .pipeline import evaluate
+
+    evaluate(args.run, args.data)
+    return 0
+
+
+def _read_inputs(path: str, text_field: str, pair_field: str | None) -> tuple[list[dict], list[str], list[str] | None]:
+    from .data import read_table
+
+    dataset = read_table(path)
+    if dataset.issues:
+        raise ValueError("\n".join(str(i) for i in dataset.issues))
+    rows, texts, pairs = [], [], [] if pair_field else None
+    for record in dataset.records:
+        if text_field not in record.fields:
+            raise ValueError(f"{record.where}: field {text_field!r} missing (the model reads "
+                             f"{text_field!r}; rename the column or field)")
+        rows.append(record.fields)
+        texts.append(str(record.fields[text_field]))
+        if pairs is not None:
+            pairs.append(str(record.fields.get(pair_field, "")))
+    return rows, texts, pairs
+
+
+def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .inference.predictor import load
+
+    predictor = load(args.run)
+    data = predictor.cfg.data
+    if args.input:
+        rows, texts, pairs = _read_inputs(args.input, data.text_column, data.text_pair_column)
+    else:
+        if not args.texts:
+            raise ConfigError("give texts to classify, or --input FILE")
+        texts, pairs = list(args.texts), ([args.pair] * len(args.texts) if args.pair else None)
+        rows = [{data.text_column: t} for t in texts]
+    predictions = predictor.predict(texts, pairs)
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        for row, prediction in zip(rows, predictions):
+            if args.output or args.json:
+                out.write(json.dumps({**row, "prediction": prediction}) + "\n")
+            else:
+                label = prediction.get("label", prediction.get("labels"))
+                score = prediction.get("score")
+                shown = f"{label}\t{score:.4f}" if score is not None else f"{label}"
+                out.write(f"{shown}\t{row[data.text_column]}\n")
+    finally:
+        if args.output:
+            out.close()
+            print(f"wrote {len(predictions)} predictions to {args.output}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Print every data problem with file:line:field, counts, and token length statistics."""
+    from .models import load_tokenizer, quiet_transformers, resolve_model
+    from .pipeline import prepare_data
+    from .tasks import get_task
+
+    cfg = build_config(args, extra)
+    if cfg.data.train is None:
+        raise ConfigError("data check needs --train FILE (and optionally --validation/--test)")
+    quiet_transformers()
+    cfg.data.on_error = "skip"  # report everything instead of stopping at the first error
+    task = get_task(cfg)
+    tokenizer = load_tokenizer(resolve_model(cfg.model.name))
+    splits, report, issues = prepare_data(cfg, task, tokenizer)
+    from .pipeline import length_stats
+
+    for issue in issues:
+        print(f"{issue.level.upper():7} {issue}")
+    kinds = Counter((i.level, i.message.split(" (")[0].split(":")[0]) for i in issues)
+    print("\nSummary")
+    for (level, kind), count in sorted(kinds.items()):
+        print(f"  {count:6d} {level:7} {kind}")
+    for name, ds in splits.items():
+        enc = task.encode(ds.records, tokenizer, cfg.model.max_length)
+        stats = length_stats(enc.lengths, cfg.model.max_length)
+        row = report[name]
+        print(f"\n{name}: {row['file']}: {row['rows_read']} rows, {row['errors']} error(s), "
+              f"{row['warnings']} warning(s)")
+        if stats.get("examples"):
+            print(f"  tokens per example: mean {stats['tokens_mean']}, median {stats['tokens_p50']}, "
+                  f"p95 {stats['tokens_p95']}, max {stats['tokens_max']}; "
+                  f"{stats['over_max_length']} over max length {cfg.model.max_length} (would be truncated)")
+        if name == "train" and hasattr(task, "label_counts"):
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(task.label_counts.items()))
+            print(f"  labels: {counts}")
+    errors = sum(1 for i in issues if i.level == "error")
+    print(f"\n{errors} error(s), {len(issues) - errors} warning(s)")
+    return 1 if errors else 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmtune", allow_abbrev=False,
+                                     description="Fine-tune pretrained language models on NLP tasks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", allow_abbrev=False, help="fine-tune a model; writes a run folder",
+                           epilog="Any config field: --group.field VALUE, e.g. --train.epochs 2")
+    _add_data_flags(train)
+    train.add_argument("--resume", help="continue an interrupted run from its last checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", allow_abbrev=False, help="score a run on labeled data")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--data", required=True, help="labeled file (same columns as training)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", allow_abbrev=False, help="predict with a run")
+    predict.add_argument("run")
+    predict.add_argument("texts", nargs="*")
+    predict.add_argument("--pair", help="second text, for text-pair models")
+    predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file of inputs")
+    predict.add_argument("--output", help="write JSONL predictions here")
+    predict.add_argument("--json", action="store_true", help="print JSON lines")
+    predict.set_defaults(func=cmd_predict)
+
+    data = sub.add_parser("data", help="data tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", allow_abbrev=False, help="list data problems before training")
+    _add_data_flags(check)
+    check.set_defaults(func=cmd_data_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func not in (cmd_train, cmd_data_check):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .data.records import DataError
+    from .models import ModelNotFoundError
+
+    try:
+        return args.func(args, extra)
+    except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+        print(f"lmtune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics, reports and plots; the tasks choose which of these judge them."""

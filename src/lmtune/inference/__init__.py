@@ -1,0 +1,1 @@
+"""Using a finished run: the Predictor (and later the server and exporters)."""

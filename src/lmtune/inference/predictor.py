@@ -1,0 +1,87 @@
+"""Load a run folder and predict in batches; the one inference path (CLI, Python, server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.records import Record
+from ..models import load_tokenizer, quiet_transformers
+from ..run import RunFolder
+from ..tasks import get_task
+from ..tasks.base import Task
+
+
+class Predictor:
+    """A trained model with its task and tokenizer; `predict` takes raw texts."""
+
+    def __init__(self, model: Any, tokenizer: Any, task: Task, cfg: Config):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.task = task
+        self.cfg = cfg
+        self.device = next(model.parameters()).device
+
+    @property
+    def labels(self) -> list[str]:
+        return list(getattr(self.task, "labels", []))
+
+    def _records(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[Record]:
+        data = self.cfg.data
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+        if pairs is not None and not data.text_pair_column:
+            raise ValueError("this model was trained on single texts; do not pass text pairs")
+        if pairs is None and data.text_pair_column:
+            raise ValueError(f"this model classifies text pairs ({data.text_column}, "
+                             f"{data.text_pair_column}); pass pairs=[...]")
+        records = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"input {i}: expected a string, got {type(text).__name__}")
+            fields = {data.text_column: text}
+            if pairs is not None:
+                fields[data.text_pair_column] = pairs[i]
+            records.append(Record(fields, "<input>", i + 1))
+        return records
+
+    def logits(self, records: Sequence[Record], with_labels: bool = False) -> tuple[np.ndarray, list]:
+        from ..training.loop import batched_logits
+
+        encoded = self.task.encode(records, self.tokenizer, self.cfg.model.max_length,
+                                   with_labels=with_labels)
+        logits, _ = batched_logits(self.model, encoded.features, self.cfg.eval.batch_size,
+                                   self.tokenizer.pad_token_id or 0, self.device)
+        return np.stack(logits) if logits else np.zeros((0, 0)), encoded.features
+
+    def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Predictions for raw texts (and text pairs), one dict per input, in input order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            return []
+        logits, _ = self.logits(self._records(texts, pairs))
+        return self.task.decode(logits)
+
+    def evaluate_records(self, records: Sequence[Record]) -> dict[str, Any]:
+        logits, features = self.logits(records, with_labels=True)
+        return self.task.metrics(logits, np.array([f["labels"] for f in features]))
+
+
+def load(run_dir: str | Path, device: str | None = None) -> Predictor:
+    """Load a run folder written by `finetune` (the model in <run>/model)."""
+    quiet_transformers()
+    run = RunFolder(Path(run_dir))
+    cfg = run.load_config()
+    if not run.model.is_dir():
+        raise FileNotFoundError(f"{run.root}: the run has no saved model yet (model/ is missing); "
+                                "finish or resume training first")
+    task = get_task(cfg)
+    model = task.auto_model_class.from_pretrained(str(run.model))
+    task.restore(model.config)
+    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Predictor(model.to(target), load_tokenizer(run.model), task, cfg)

@@ -1,0 +1,199 @@
+"""The flow of one run: config -> model -> data -> task -> method -> loop -> run folder.
+
+Each step calls the module that owns it; this file only wires them in order.
+"""
+
+from __future__ import annotations
+
+import statistics
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import Config, validate
+from .data import Dataset, load_splits, read_table
+from .data.checks import apply_policy
+from .data.records import DataIssue
+from .methods import count_parameters, get_method
+from .models import load_model, load_tokenizer, quiet_transformers, resolve_model
+from .run import RunFolder, new_run, write_model_card
+from .tasks import get_task
+from .tasks.base import Task
+from .training.callbacks import Callback, JsonlLog, ProgressBar
+
+
+def _say(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        from rich.console import Console
+
+        Console(highlight=False).print(message)
+
+
+def length_stats(lengths: Sequence[int], max_length: int) -> dict[str, Any]:
+    """Tokens per example, and how many examples the max length would truncate."""
+    if not lengths:
+        return {"examples": 0}
+    ordered = sorted(lengths)
+    return {
+        "examples": len(lengths),
+        "tokens_mean": round(statistics.fmean(lengths), 1),
+        "tokens_p50": ordered[len(ordered) // 2],
+        "tokens_p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+        "tokens_max": ordered[-1],
+        "over_max_length": sum(1 for n in lengths if n > max_length),
+        "max_length": max_length,
+    }
+
+
+def prepare_data(cfg: Config, task: Task, tokenizer: Any) -> tuple[dict[str, Dataset], dict[str, Any],
+                                                                    list[DataIssue]]:
+    """Read, check and filter the splits; returns datasets, a data report and all issues."""
+    splits = load_splits(cfg)
+    task.fit(splits["train"])
+    issues = task.check(splits)
+    counts_before = {name: len(ds.records) for name, ds in splits.items()}
+    skipped = apply_policy(list(splits.values()), issues, cfg.data.on_error)
+    report: dict[str, Any] = {}
+    for name, ds in splits.items():
+        report[name] = {
+            "file": ds.path, "rows_read": counts_before[name], "rows_used": len(ds.records),
+            "rows_skipped": skipped.get(ds.path, 0) if name != "validation" or cfg.data.validation else 0,
+            "errors": sum(1 for i in issues if i.level == "error" and i.source == ds.path),
+            "warnings": sum(1 for i in issues if i.level == "warning" and i.source == ds.path),
+        }
+    return splits, report, issues
+
+
+def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None = None,
+             callbacks: Sequence[Callback] = (), quiet: bool = False) -> RunFolder:
+    """Train a model as `cfg` says (a Config, a dict of groups, or a YAML path) and write the
+    run folder; returns it. With `resume`, continue that run from its last checkpoint instead."""
+    import torch
+    from accelerate.utils import set_seed
+
+    if isinstance(cfg, dict):
+        cfg = Config.from_dict(cfg)
+    elif isinstance(cfg, (str, Path)):
+        cfg = Config.from_yaml(cfg)
+    if resume is not None:
+        run = RunFolder(Path(resume))
+        cfg = run.load_config()
+    validate(cfg)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    quiet_transformers()
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(model_path)
+    task = get_task(cfg)
+    splits, report, issues = prepare_data(cfg, task, tokenizer)
+    warnings = [i for i in issues if i.level == "warning"]
+    if warnings:
+        _say(f"[yellow]{len(warnings)} data warning(s)[/] (first: {warnings[0]}); "
+             "`lmtune data check` lists them all", quiet)
+    for name, row in report.items():
+        if row["rows_skipped"]:
+            _say(f"[yellow]{name}: skipped {row['rows_skipped']} row(s) with errors[/] ({row['file']})", quiet)
+
+    encoded = {name: task.encode(ds.records, tokenizer, cfg.model.max_length) for name, ds in splits.items()}
+    for name, enc in encoded.items():
+        report[name]["truncated"] = enc.truncated
+        report[name]["lengths"] = length_stats(enc.lengths, cfg.model.max_length)
+        if enc.truncated:
+            _say(f"[yellow]{name}: {enc.truncated} example(s) longer than {cfg.model.max_length} "
+                 "tokens were truncated[/] (raise --model.max-length to keep more)", quiet)
+
+    if resume is None:
+        run = new_run(cfg)
+        cfg.save(run.config)
+    set_seed(cfg.train.seed)
+    model = load_model(model_path, task.auto_model_class, **task.model_config())
+    method = get_method(cfg)
+    model = method.prepare(model)
+    trainable, total = count_parameters(model)
+    _say(f"lmtune: {cfg.task} / {cfg.method.name} on {cfg.model.name}: {trainable:,} of {total:,} "
+         f"parameters trainable ({100 * trainable / total:.2f}%); "
+         f"{len(encoded['train'].features):,} training examples", quiet)
+
+    from .training.loop import evaluate_features, train
+
+    log = JsonlLog(run.log, resume_step=_resume_step(run) if resume is not None else None)
+    cbs: list[Callback] = [log, *callbacks]
+    if cfg.train.progress and not quiet:
+        cbs.append(ProgressBar(cfg.train.metric_for_best))
+    eval_features = encoded["validation"].features if "validation" in encoded else None
+    result = train(model, task, encoded["train"].features, eval_features, cfg, run.root,
+                   tokenizer.pad_token_id or 0, resume=resume is not None, callbacks=cbs)
+
+    import accelerate
+
+    state = accelerate.PartialState()
+    metrics: dict[str, Any] = {
+        "task": cfg.task, "method": cfg.method.name, "model": cfg.model.name,
+        "parameters": {"trainable": trainable, "total": total},
+        "training": {"steps": result.step, "epochs": round(result.epoch, 3),
+                     "best_step": result.best_step, "stopped_early": result.stopped_early,
+                     "seconds": round(result.train_seconds, 2),
+                     "samples_per_s": round(result.samples_per_s, 2),
+                     "tokens_per_s": round(result.tokens_per_s, 1),
+                     "final_train_loss": result.final_loss, "precision": result.precision,
+                     "processes": state.num_processes},
+        "data": report,
+    }
+    if state.is_main_process:
+        summary = ""
+        if result.best_metrics:
+            metrics["validation"] = _scalars(result.best_metrics)
+            metrics["validation_report"] = result.best_metrics
+            summary = task.summary(result.best_metrics)
+            task.plots(result.best_metrics, run.root)
+        if "test" in encoded:
+            device = next(model.parameters()).device
+            test = evaluate_features(model, task, encoded["test"].features, cfg.eval.batch_size,
+                                     tokenizer.pad_token_id or 0, device)
+            metrics["test"] = _scalars(test)
+            metrics["test_report"] = test
+            summary = task.summary(test)
+            task.plots(test, run.root, prefix="test_")
+        method.save(model, tokenizer, run.model)
+        run.write_metrics(metrics)
+        from .evaluation.plots import learning_curve
+
+        learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
+        write_model_card(run, cfg, metrics, summary, task.auto_model_class.__name__)
+        if summary:
+            _say(summary, quiet)
+        _say(f"run folder: {run.root}", quiet)
+    state.wait_for_everyone()
+    return run
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _resume_step(run: RunFolder) -> int:
+    from .training.checkpoint import read_pointer
+
+    latest = read_pointer(run.checkpoints, "latest.txt")
+    if latest is None:
+        raise FileNotFoundError(f"{run.root}: no checkpoint to resume from")
+    return int(latest.name.split("-")[1])
+
+
+def evaluate(run_dir: str | Path, data: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Score a finished run on a labeled file; writes the report and plots under <run>/eval/."""
+    from .inference.predictor import load
+
+    predictor = load(run_dir)
+    dataset = read_table(data)
+    issues = predictor.task.check({"test": dataset})
+    apply_policy([dataset], issues, predictor.cfg.data.on_error)
+    metrics = predictor.evaluate_records(dataset.records)
+    out = Path(run_dir) / "eval" / Path(data).stem
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    summary = predictor.task.summary(metrics)
+    (out / "report.txt").write_text(summary + "\n")
+    predictor.task.plots(metrics, out)
+    _say(f"{data}\n{summary}\nreport written to {out}", quiet)
+    return metrics

@@ -1,0 +1,83 @@
+"""The Task contract: everything that makes a task a task, in one place.
+
+A task turns records into model inputs and labels, names the AutoModelFor... head it needs,
+turns logits into predictions and says which metrics judge it. It knows nothing of the method
+(full, freeze, PEFT) or of the training loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.records import DataIssue, Dataset, Record
+
+Feature = dict[str, Any]  # input_ids (+ token_type_ids) as int lists, and "labels"
+
+
+@dataclass
+class Encoded:
+    """Features for a list of records, with what encoding had to cut."""
+
+    features: list[Feature]
+    truncated: int = 0
+    lengths: list[int] = field(default_factory=list)  # untruncated token counts
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    default_metric: ClassVar[str] = "accuracy"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    @property
+    @abstractmethod
+    def auto_model_class(self) -> Any:
+        """The transformers AutoModelFor... class whose head this task trains."""
+
+    @abstractmethod
+    def fit(self, train: Dataset) -> None:
+        """Learn what the task needs from training data (e.g. the label set)."""
+
+    @abstractmethod
+    def model_config(self) -> dict[str, Any]:
+        """Config kwargs for the head (num_labels, id2label, ...), saved with the model."""
+
+    @abstractmethod
+    def restore(self, hf_config: Any) -> None:
+        """Rebuild the task's state from a saved model config (for predict/evaluate)."""
+
+    @abstractmethod
+    def check(self, datasets: dict[str, Dataset]) -> list[DataIssue]:
+        """Problems in the data by split name (train, validation, test), with file:line:field."""
+
+    @abstractmethod
+    def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int) -> Encoded:
+        """Records with labels -> features for training and evaluation."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss for a batch."""
+
+    @abstractmethod
+    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Scores for a whole evaluation set."""
+
+    @abstractmethod
+    def decode(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """Logits -> user-facing predictions, one dict per input."""
+
+    def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
+        """Task-specific plots for an evaluation; none by default."""
+        return []
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """A readable report of `metrics` for the terminal and the model card."""
+        return "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -1,0 +1,62 @@
+"""Batches: length-grouped global batches, sliced per process, and dynamic padding.
+
+Every process builds the same global batch list from (seed, epoch), then takes its own slice,
+so N processes with batch size B see exactly the batches of one process with batch size N*B.
+That also makes the data position of a checkpoint just (epoch, batches done).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import torch
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                  group_by_length: bool, shuffle: bool = True) -> list[list[int]]:
+    """Global batches (lists of example indices) for one epoch, deterministic in (seed, epoch)."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order)
+    if group_by_length:
+        # Sort within mega-batches (as the Trainer does) so each batch holds similar lengths
+        # while the epoch stays shuffled; padding shrinks to a few tokens per row.
+        mega = batch_size * 50
+        order = [i for start in range(0, len(order), mega)
+                 for i in sorted(order[start:start + mega], key=lambda i: -lengths[i])]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def shard(batch: list[int], rank: int, world: int) -> list[int]:
+    """This process's contiguous slice of a global batch (sizes differ by at most one)."""
+    size, extra = divmod(len(batch), world)
+    start = rank * size + min(rank, extra)
+    return batch[start:start + size + (1 if rank < extra else 0)]
+
+
+def collate(features: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (dynamic padding), right side."""
+    longest = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, torch.Tensor] = {}
+    ids = torch.full((len(features), longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(features), longest), dtype=torch.long)
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
+        mask[row, :n] = 1
+    batch["input_ids"], batch["attention_mask"] = ids, mask
+    if "token_type_ids" in features[0]:
+        types = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, feature in enumerate(features):
+            types[row, : len(feature["token_type_ids"])] = torch.tensor(feature["token_type_ids"])
+        batch["token_type_ids"] = types
+    if "labels" in features[0]:
+        labels = [f["labels"] for f in features]
+        dtype = torch.float32 if isinstance(labels[0], list) else torch.long
+        batch["labels"] = torch.tensor(labels, dtype=dtype)
+    return batch

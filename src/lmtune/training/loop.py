@@ -1,0 +1,265 @@
+"""The one training loop, shared by every task and method.
+
+It sees a Task (loss, metrics) and an already-prepared model; on Accelerate it handles the
+optimizer groups, schedule, accumulation, clipping, mixed precision, evaluation cadence, early
+stopping, atomic checkpoints with exact resume, and multi-process (DDP) training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..tasks.base import Feature, Task
+from . import checkpoint as ckpt
+from .batching import collate, epoch_batches, shard
+from .callbacks import Callback
+from .precision import resolve_precision
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: float
+    best_step: int | None
+    best_metrics: dict[str, Any]
+    stopped_early: bool
+    train_seconds: float
+    samples_per_s: float
+    tokens_per_s: float
+    final_loss: float
+    precision: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: biases and LayerNorm weights (1-D) are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    groups = optimizer_groups(model, cfg.train.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    # The fused kernel does the whole update in one pass (CPU and CUDA); fall back if it can't.
+    fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) and
+                p.device.type in ("cpu", "cuda") for p in params)
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.train.learning_rate, fused=fused)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.train.learning_rate)
+
+
+def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_size: int,
+                   pad_id: int, device: torch.device, task: Task | None = None,
+                   autocast: Any = None) -> tuple[list[np.ndarray], float | None]:
+    """Forward `features` in length-sorted batches; logits come back in input order.
+
+    With a task and labels present, also returns the mean loss over all examples.
+    """
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    outputs: list[np.ndarray | None] = [None] * len(features)
+    loss_sum, counted = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch = collate([features[i] for i in index], pad_id)
+            labels = batch.pop("labels", None)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            context = autocast() if autocast else torch.autocast("cpu", enabled=False)
+            with context:
+                logits = model(**batch).logits
+            if task is not None and labels is not None:
+                loss_sum += float(task.loss(logits, labels.to(device))) * len(index)
+                counted += len(index)
+            for i, row in zip(index, logits.float().cpu().numpy()):
+                outputs[i] = row
+    model.train(was_training)
+    return outputs, (loss_sum / counted if counted else None)
+
+
+def evaluate_features(model: torch.nn.Module, task: Task, features: Sequence[Feature],
+                      batch_size: int, pad_id: int, device: torch.device, autocast: Any = None
+                      ) -> dict[str, Any]:
+    logits, loss = batched_logits(model, features, batch_size, pad_id, device, task, autocast)
+    labels = np.array([f["labels"] for f in features])
+    metrics = task.metrics(np.stack(logits), labels)
+    if loss is not None:
+        metrics["loss"] = loss
+    return metrics
+
+
+def _is_better(value: float, best: float | None, greater: bool) -> bool:
+    return best is None or (value > best if greater else value < best)
+
+
+def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
+          eval_features: Sequence[Feature] | None, cfg: Config, run_dir: Path, pad_id: int,
+          resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train `model` on `train_features`; keep the best weights (by cfg.train.metric_for_best)."""
+    from accelerate import Accelerator
+
+    tc = cfg.train
+    precision = resolve_precision(tc.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+    ckpt_root = Path(run_dir) / "checkpoints"
+
+    lengths = [len(f["input_ids"]) for f in train_features]
+    global_batch = tc.batch_size * world
+    batches_per_epoch = math.ceil(len(train_features) / global_batch)
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
+    total_steps = tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
+    evaluate_now = eval_features is not None and tc.eval_strategy != "no"
+
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler("constant_with_warmup" if tc.scheduler == "constant" else tc.scheduler,
+                              optimizer, num_warmup_steps=int(tc.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_done": 0, "best_metric": None,
+                             "best_step": None, "bad_evals": 0, "samples": 0, "tokens": 0,
+                             "seconds": 0.0}
+    if resume:
+        latest = ckpt.read_pointer(ckpt_root, "latest.txt")
+        if latest is None:
+            raise FileNotFoundError(f"{ckpt_root}: no checkpoint to resume from")
+        state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    autocast = accelerator.autocast
+    main = accelerator.is_main_process
+    loop_state = {"stop": False}
+    for cb in callbacks:
+        cb.on_train_begin({"total_steps": total_steps, "step": state["step"], "world": world})
+
+    def run_eval() -> None:
+        metrics = evaluate_features(accelerator.unwrap_model(model), task, eval_features,
+                                    cfg.eval.batch_size, pad_id, device, autocast)
+        scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        row = {"kind": "eval", "step": state["step"], "epoch": state["step"] / steps_per_epoch, **scalar}
+        key = tc.metric_for_best if tc.metric_for_best in metrics else task.default_metric
+        if _is_better(metrics[key], state["best_metric"], tc.greater_is_better):
+            state.update(best_metric=metrics[key], best_step=state["step"], bad_evals=0)
+            if main:
+                ckpt.save_best(ckpt_root, accelerator.unwrap_model(model), state["step"], metrics)
+        else:
+            state["bad_evals"] += 1
+            if tc.early_stopping_patience and state["bad_evals"] >= tc.early_stopping_patience:
+                loop_state["stop"] = True
+                row["early_stop"] = True
+        for cb in callbacks:
+            cb.on_evaluate(row, loop_state)
+        save()
+
+    def save() -> None:
+        if main:
+            ckpt.save_checkpoint(ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state)
+        accelerator.wait_for_everyone()
+
+    window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+    window_samples = window_tokens = 0
+    last_loss = float("nan")
+    while state["step"] < total_steps and not loop_state["stop"]:
+        batches = epoch_batches(lengths, global_batch, tc.seed, state["epoch"], tc.group_by_length)
+        position = state["batches_done"]
+        while position < len(batches) and state["step"] < total_steps and not loop_state["stop"]:
+            group = batches[position:position + tc.grad_accum]
+            group_examples = sum(len(b) for b in group)
+            for micro, global_indices in enumerate(group):
+                local = shard(global_indices, rank, world)
+                batch = collate([train_features[i] for i in local], pad_id)
+                labels = batch.pop("labels").to(device)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                sync = micro == len(group) - 1
+                context = accelerator.no_sync(model) if (not sync and world > 1) else contextlib.nullcontext()
+                with context:
+                    with autocast():
+                        logits = model(**batch).logits
+                    # Per-example mean over the whole accumulation group, so the gradient
+                    # matches one big batch (DDP averages over processes on top).
+                    loss = task.loss(logits, labels) * (len(local) * world / group_examples)
+                    accelerator.backward(loss)
+                window_loss += float(loss.detach()) * group_examples / world  # = mean * len(local)
+                window_count += len(local)
+                window_samples += len(global_indices)
+                window_tokens += int(batch["attention_mask"].sum()) * world
+            if tc.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            position += len(group)
+            state["step"] += 1
+            state["batches_done"] = position
+            if state["step"] % tc.logging_steps == 0 or state["step"] == total_steps:
+                elapsed = time.perf_counter() - window_start
+                totals = torch.tensor([window_loss, float(window_count)], device=device)
+                if world > 1:
+                    totals = accelerator.reduce(totals, reduction="sum")
+                last_loss = float(totals[0] / totals[1].clamp(min=1))
+                state["seconds"] += elapsed
+                state["samples"] += window_samples
+                state["tokens"] += window_tokens
+                row = {"kind": "train", "step": state["step"],
+                       "epoch": state["step"] / steps_per_epoch, "loss": last_loss,
+                       "lr": scheduler.get_last_lr()[0],
+                       "samples_per_s": window_samples / elapsed, "tokens_per_s": window_tokens / elapsed}
+                for cb in callbacks:
+                    cb.on_step(row, loop_state)
+                window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+                window_samples = window_tokens = 0
+            if evaluate_now and tc.eval_strategy == "steps" and state["step"] % tc.eval_steps == 0:
+                run_eval()
+            elif tc.save_steps and state["step"] % tc.save_steps == 0:
+                save()
+        if position >= len(batches):
+            state["epoch"] += 1
+            state["batches_done"] = 0
+            if evaluate_now and tc.eval_strategy == "epoch" and not loop_state["stop"]:
+                run_eval()
+    if evaluate_now and not _evaluated_at(state, tc):
+        run_eval()  # the last step was not evaluated (max_steps mid-epoch, or odd step counts)
+    elif not evaluate_now:
+        save()
+    unwrapped = accelerator.unwrap_model(model)
+    accelerator.wait_for_everyone()
+    best_metrics: dict[str, Any] = {}
+    if evaluate_now and ckpt.load_best(ckpt_root, unwrapped):
+        best_folder = ckpt.read_pointer(ckpt_root, "best.txt")
+        best_metrics = json.loads((best_folder / "metrics.json").read_text())
+    for cb in callbacks:
+        cb.on_train_end({"step": state["step"]})
+    seconds = max(state["seconds"], 1e-9)
+    return TrainResult(
+        step=state["step"], epoch=state["step"] / steps_per_epoch, best_step=state["best_step"],
+        best_metrics=best_metrics, stopped_early=loop_state["stop"], train_seconds=state["seconds"],
+        samples_per_s=state["samples"] / seconds, tokens_per_s=state["tokens"] / seconds,
+        final_loss=last_loss, precision=precision,
+    )
+
+
+def _evaluated_at(state: dict[str, Any], tc: Any) -> bool:
+    """Whether the final step already had its evaluation under the chosen cadence."""
+    if tc.eval_strategy == "steps":
+        return state["step"] % tc.eval_steps == 0
+    return state["batches_done"] == 0  # an epoch just ended (and was evaluated)
+
