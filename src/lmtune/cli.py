@@ -147,7 +147,7 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     cfg.data.on_error = "skip"  # report everything instead of stopping at the first error
     task = get_task(cfg)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name))
-    splits, report, issues = prepare_data(cfg, task, tokenizer)
+    splits, report, issues = prepare_data(cfg, task)
     from .pipeline import length_stats
 
     for issue in issues:

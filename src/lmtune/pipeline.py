@@ -45,7 +45,7 @@ def length_stats(lengths: Sequence[int], max_length: int) -> dict[str, Any]:
     }
 
 
-def prepare_data(cfg: Config, task: Task, tokenizer: Any) -> tuple[dict[str, Dataset], dict[str, Any],
+def prepare_data(cfg: Config, task: Task) -> tuple[dict[str, Dataset], dict[str, Any],
                                                                     list[DataIssue]]:
     """Read, check and filter the splits; returns datasets, a data report and all issues."""
     splits = load_splits(cfg)
@@ -85,7 +85,7 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)
     task = get_task(cfg)
-    splits, report, issues = prepare_data(cfg, task, tokenizer)
+    splits, report, issues = prepare_data(cfg, task)
     warnings = [i for i in issues if i.level == "warning"]
     if warnings:
         _say(f"[yellow]{len(warnings)} data warning(s)[/] (first: {warnings[0]}); "

@@ -69,8 +69,8 @@ def _read_delimited(path: Path, lines: list[tuple[int, str]], issues: list[DataI
     for row in reader:
         start = numbers[consumed] if consumed < len(numbers) else numbers[-1]
         consumed = reader.line_num
-        if not row or all(not cell.strip() for cell in row):
-            continue  # blank line: not an example
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # a blank line is not an example (a line of empty fields is, and gets checked)
         if len(row) != len(header):
             issues.append(DataIssue(
                 "error", str(path), start, None,

@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny random BERT (built in-process, no download) and toy data files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
+FILLER = ["the", "film", "plot", "was", "really", "quite", "a", "movie", "story", "acting", "very",
+          "and", "it", "so", "ending"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER,
+         "sports", "politics", "science", "!", ",", "."]
+
+
+def make_tiny_model(folder: Path, layers: int = 2) -> Path:
+    """A 2-layer BERT with a word-level vocabulary; weights random but seeded."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)}, do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+def toy_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """Sentences whose label is given by one sentiment word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.sample(FILLER, rng.randint(2, 8))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple], header: tuple = ("text", "label"), delimiter: str = ",") -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("toy-data")
+    rows = toy_rows(260, seed=1)
+    return {"train": write_csv(folder / "train.csv", rows[:200]),
+            "validation": write_csv(folder / "dev.csv", rows[200:]),
+            "folder": folder}
+
+
+def tiny_config(tiny_model: Path, toy_data: dict, out: Path, **train):
+    """A fast config on the tiny model; keyword arguments override train fields."""
+    from lmtune.config import Config
+
+    cfg = Config()
+    cfg.model.name = str(tiny_model)
+    cfg.model.max_length = 32
+    cfg.data.train = str(toy_data["train"])
+    cfg.data.validation = str(toy_data["validation"])
+    cfg.train.output_dir = str(out)
+    cfg.train.run_name = "run"
+    cfg.train.epochs = 3
+    cfg.train.batch_size = 16
+    cfg.train.learning_rate = 3e-3
+    cfg.train.logging_steps = 1
+    cfg.train.progress = False
+    cfg.train.num_threads = 1
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
