@@ -177,7 +177,7 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(target, part)):
                 raise ConfigError(f"{source}: {dotted!r} is a group; set one of its fields")
-            setattr(target, part, _coerce(value, _field_type(target, part), dotted, source))
+            setattr(target, part, _coerce(value, _field_type(target, part), ".".join(parts), source))
             return
         target = getattr(target, part)
         if not dataclasses.is_dataclass(target):

@@ -102,9 +102,19 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
             _say(f"[yellow]{name}: {enc.truncated} example(s) longer than {cfg.model.max_length} "
                  "tokens were truncated[/] (raise --model.max-length to keep more)", quiet)
 
+    from accelerate.utils import broadcast_object_list
+
+    from .training.distributed import process_state
+
+    state = process_state()
     if resume is None:
-        run = new_run(cfg)
-        cfg.save(run.config)
+        # One process creates the run folder; the others learn its name from it.
+        if state.is_main_process:
+            run = new_run(cfg)
+            cfg.save(run.config)
+        cfg.train.run_name = broadcast_object_list([cfg.train.run_name])[0]
+        run = RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
+    quiet = quiet or not state.is_main_process
     set_seed(cfg.train.seed)
     model = load_model(model_path, task.auto_model_class, **task.model_config())
     method = get_method(cfg)
@@ -116,17 +126,15 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
 
     from .training.loop import evaluate_features, train
 
-    log = JsonlLog(run.log, resume_step=_resume_step(run) if resume is not None else None)
-    cbs: list[Callback] = [log, *callbacks]
+    cbs: list[Callback] = list(callbacks)
+    if state.is_main_process:
+        cbs.insert(0, JsonlLog(run.log, resume_step=_resume_step(run) if resume is not None else None))
     if cfg.train.progress and not quiet:
         cbs.append(ProgressBar(cfg.train.metric_for_best))
     eval_features = encoded["validation"].features if "validation" in encoded else None
     result = train(model, task, encoded["train"].features, eval_features, cfg, run.root,
                    tokenizer.pad_token_id or 0, resume=resume is not None, callbacks=cbs)
 
-    import accelerate
-
-    state = accelerate.PartialState()
     metrics: dict[str, Any] = {
         "task": cfg.task, "method": cfg.method.name, "model": cfg.model.name,
         "parameters": {"trainable": trainable, "total": total},

@@ -114,6 +114,8 @@ class ClassificationTask(Task):
     # ---- encoding -----------------------------------------------------------------------
     def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int,
                with_labels: bool = True) -> Encoded:
+        if not records:
+            return Encoded([])
         texts = [str(r.fields[self.cfg.data.text_column]) for r in records]
         pairs = ([str(r.fields[self.cfg.data.text_pair_column]) for r in records]
                  if self.cfg.data.text_pair_column else None)

@@ -23,6 +23,7 @@ from ..tasks.base import Feature, Task
 from . import checkpoint as ckpt
 from .batching import collate, epoch_batches, shard
 from .callbacks import Callback
+from .distributed import make_accelerator
 from .precision import resolve_precision
 
 
@@ -112,11 +113,9 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
           eval_features: Sequence[Feature] | None, cfg: Config, run_dir: Path, pad_id: int,
           resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train `model` on `train_features`; keep the best weights (by cfg.train.metric_for_best)."""
-    from accelerate import Accelerator
-
     tc = cfg.train
     precision = resolve_precision(tc.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(precision)
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
     ckpt_root = Path(run_dir) / "checkpoints"

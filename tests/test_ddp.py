@@ -1,0 +1,63 @@
+"""The same loop under `accelerate launch --num_processes 2` (DDP, gloo on CPU) matches one
+process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lmtune.pipeline import finetune
+from conftest import make_tiny_model, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory) -> Path:
+    """Dropout off, so both runs compute the same function and only summation order differs."""
+    folder = make_tiny_model(tmp_path_factory.mktemp("tiny-nodrop"))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_two_processes_match_one(no_dropout_model, toy_data, tmp_path):
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert launcher, "accelerate's launcher is installed with lmtune"
+    common = dict(epochs=2, eval_strategy="epoch")
+    ddp_cfg = tiny_config(no_dropout_model, toy_data, tmp_path / "ddp", batch_size=8, **common)
+    ddp_cfg.save(tmp_path / "ddp.yaml")
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        from lmtune.pipeline import finetune
+        finetune({str(tmp_path / "ddp.yaml")!r}, quiet=True)
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    single = finetune(tiny_config(no_dropout_model, toy_data, tmp_path / "one", batch_size=16,
+                                  **common), quiet=True)
+    ddp_run = tmp_path / "ddp" / "run"
+    ddp_metrics = json.loads((ddp_run / "metrics.json").read_text())
+    assert ddp_metrics["training"]["processes"] == 2
+
+    def losses(path: Path) -> list[float]:
+        rows = [json.loads(line) for line in (path / "train_log.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if r["kind"] == "train"]
+
+    ddp_losses, single_losses = losses(ddp_run), losses(single.root)
+    assert len(ddp_losses) == len(single_losses) == 26  # 200 examples / global batch 16, 2 epochs
+    assert ddp_losses == pytest.approx(single_losses, rel=1e-3, abs=1e-4)
+    single_metrics = json.loads(single.metrics.read_text())
+    assert ddp_metrics["validation"]["accuracy"] == pytest.approx(single_metrics["validation"]["accuracy"])

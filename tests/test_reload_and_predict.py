@@ -1,0 +1,80 @@
+"""A saved run reloads with plain transformers and predicts the same as lmtune.load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lmtune
+from lmtune.pipeline import finetune
+from conftest import SHARED_DATA, tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model, toy_data, tmp_path_factory):
+    cfg = tiny_config(tiny_model, toy_data, tmp_path_factory.mktemp("runs"), epochs=8)
+    return finetune(cfg, quiet=True)
+
+
+TEXTS = ["the film was good", "really dull plot", "a superb story and very lovely acting", "bad"]
+
+
+def test_plain_transformers_matches_lmtune_load(trained_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(trained_run.model)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_run.model))
+    with torch.no_grad():
+        logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    plain_probs = logits.softmax(-1).numpy()
+    plain_labels = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+
+    predictions = lmtune.load(trained_run.root).predict(TEXTS)
+    assert [p["label"] for p in predictions] == plain_labels
+    ours = np.array([[p["probabilities"][l] for l in ("neg", "pos")] for p in predictions])
+    np.testing.assert_allclose(ours, plain_probs, atol=1e-5)
+    assert [p["label"] for p in predictions] == ["pos", "neg", "pos", "neg"]
+
+
+def test_predict_validates_inputs(trained_run):
+    model = lmtune.load(trained_run.root)
+    assert model.predict([]) == []
+    assert model.predict("good")[0]["label"] == "pos"
+    with pytest.raises(TypeError, match="input 1: expected a string"):
+        model.predict(["good", 3])
+    with pytest.raises(ValueError, match="trained on single texts"):
+        model.predict(["good"], pairs=["bad"])
+
+
+def test_evaluate_writes_report(trained_run, toy_data):
+    metrics = lmtune.evaluate(trained_run.root, toy_data["validation"], quiet=True)
+    out = trained_run.root / "eval" / "dev"
+    assert (out / "report.txt").read_text().startswith(" " * 12)
+    assert (out / "confusion_matrix.png").is_file()
+    assert metrics["accuracy"] >= 0.9
+    assert sum(sum(row) for row in metrics["confusion_matrix"]) == 60
+
+
+@pytest.mark.integration
+def test_packaged_minilm_reloads_with_plain_transformers(tmp_path):
+    """The real default model: a few steps, then the saved folder loads with plain transformers."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lmtune.config import Config
+
+    cfg = Config.from_yaml(__import__("pathlib").Path(__file__).parents[1] / "examples" / "demo.yaml")
+    cfg.train.max_steps, cfg.train.eval_strategy = 3, "no"
+    cfg.train.output_dir, cfg.train.progress = str(tmp_path), False
+    cfg.data.train = str(__import__("pathlib").Path(__file__).parents[1] / cfg.data.train)
+    cfg.data.validation = None
+    run = finetune(cfg, quiet=True)
+    texts = ["a joy to watch", "a chore to sit through"]
+    model = AutoModelForSequenceClassification.from_pretrained(str(run.model)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(run.model))
+    with torch.no_grad():
+        probs = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    ours = lmtune.load(run.root).predict(texts)
+    for row, prediction in zip(probs, ours):
+        assert prediction["probabilities"]["positive"] == pytest.approx(float(row[1]), abs=1e-5)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
