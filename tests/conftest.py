@@ -20,7 +20,8 @@ NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
 FILLER = ["the", "film", "plot", "was", "really", "quite", "a", "movie", "story", "acting", "very",
           "and", "it", "so", "ending"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER,
-         "sports", "politics", "science", "!", ",", "."]
+         "sports", "politics", "science", "!", ",", ".", "alice", "bob", "carol", "paris",
+         "london", "rome", "visited", "met", "in", "with", "today", "#", "##s"]
 
 
 def make_tiny_model(folder: Path, layers: int = 2) -> Path:
@@ -61,6 +62,18 @@ def write_csv(path: Path, rows: list[tuple], header: tuple = ("text", "label"), 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def no_dropout_model(tmp_path_factory) -> Path:
+    """Dropout off: runs that differ only in batching compute the same function."""
+    import json
+
+    folder = make_tiny_model(tmp_path_factory.mktemp("tiny-nodrop"))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,9 @@ from pathlib import Path
 import pytest
 
 from lmtune.pipeline import finetune
-from conftest import make_tiny_model, tiny_config
+from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def no_dropout_model(tmp_path_factory) -> Path:
-    """Dropout off, so both runs compute the same function and only summation order differs."""
-    folder = make_tiny_model(tmp_path_factory.mktemp("tiny-nodrop"))
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 def test_two_processes_match_one(no_dropout_model, toy_data, tmp_path):

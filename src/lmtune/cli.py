@@ -122,6 +122,10 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
         for row, prediction in zip(rows, predictions):
             if args.output or args.json:
                 out.write(json.dumps({**row, "prediction": prediction}) + "\n")
+            elif "entities" in prediction:
+                found = "; ".join(f"{e['type']}: {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
+                                  for e in prediction["entities"])
+                out.write(f"{found or '(no entities)'}\t{row[data.text_column]}\n")
             else:
                 label = prediction.get("label", prediction.get("labels"))
                 score = prediction.get("score")

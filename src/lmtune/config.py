@@ -38,6 +38,9 @@ class DataConfig:
     label_separator: Optional[str] = None  # e.g. "|" for "sports|politics" multi-label fields
     on_error: str = "raise"  # raise | skip (skip counts and reports every skipped row)
     validation_split: float = 0.0  # carve a validation set from train when none is given
+    tag_scheme: str = "auto"  # ner: auto | iob1 | iob2 | bioes (auto: BIOES if S-/E- tags, else IOB2)
+    label_all_tokens: bool = False  # ner: label every word piece, not just the first
+    window_overlap: int = 32  # ner: word pieces shared by consecutive windows of a long input
 
 
 @dataclass
@@ -191,6 +194,7 @@ def validate(cfg: Config) -> None:
         "train.mixed_precision": (cfg.train.mixed_precision, ("auto", "no", "bf16", "fp16")),
         "train.eval_strategy": (cfg.train.eval_strategy, ("epoch", "steps", "no")),
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
+        "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "iob1", "iob2", "bioes")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -124,15 +124,14 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
          f"parameters trainable ({100 * trainable / total:.2f}%); "
          f"{len(encoded['train'].features):,} training examples", quiet)
 
-    from .training.loop import evaluate_features, train
+    from .training.loop import evaluate_encoded, train
 
     cbs: list[Callback] = list(callbacks)
     if state.is_main_process:
         cbs.insert(0, JsonlLog(run.log, resume_step=_resume_step(run) if resume is not None else None))
     if cfg.train.progress and not quiet:
         cbs.append(ProgressBar(cfg.train.metric_for_best))
-    eval_features = encoded["validation"].features if "validation" in encoded else None
-    result = train(model, task, encoded["train"].features, eval_features, cfg, run.root,
+    result = train(model, task, encoded["train"].features, encoded.get("validation"), cfg, run.root,
                    tokenizer.pad_token_id or 0, resume=resume is not None, callbacks=cbs)
 
     metrics: dict[str, Any] = {
@@ -156,8 +155,8 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
             task.plots(result.best_metrics, run.root)
         if "test" in encoded:
             device = next(model.parameters()).device
-            test = evaluate_features(model, task, encoded["test"].features, cfg.eval.batch_size,
-                                     tokenizer.pad_token_id or 0, device)
+            test = evaluate_encoded(model, task, encoded["test"], cfg.eval.batch_size,
+                                    tokenizer.pad_token_id or 0, device)
             metrics["test"] = _scalars(test)
             metrics["test_report"] = test
             summary = task.summary(test)

@@ -9,7 +9,8 @@ from pathlib import Path
 from .records import DataIssue, Dataset, Record
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
-           ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+           ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".conll": "conll",
+           ".conllu": "conll", ".bio": "conll", ".iob": "conll", ".iob2": "conll", ".bioes": "conll"}
 
 
 def detect_format(path: str | Path) -> str:
@@ -23,20 +24,25 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_table(path: str | Path) -> Dataset:
-    """Read a table of examples; undecodable lines are reported as issues, never guessed at."""
+    """Read a file of examples (format by extension); undecodable lines are reported as issues,
+    never guessed at."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data file not found")
     fmt = detect_format(path)
+    if fmt == "conll":
+        from .conll import read_conll
+
+        return read_conll(path)
     if fmt == "parquet":
         return _read_parquet(path)
-    lines, issues = _decode_lines(path)
+    lines, issues = decode_lines(path)
     if fmt == "jsonl":
         return _read_jsonl(path, lines, issues)
     return _read_delimited(path, lines, issues, "\t" if fmt == "tsv" else ",")
 
 
-def _decode_lines(path: Path) -> tuple[list[tuple[int, str]], list[DataIssue]]:
+def decode_lines(path: Path) -> tuple[list[tuple[int, str]], list[DataIssue]]:
     lines: list[tuple[int, str]] = []
     issues: list[DataIssue] = []
     raw = path.read_bytes()

@@ -13,7 +13,7 @@ from ..data.records import Record
 from ..models import load_tokenizer, quiet_transformers
 from ..run import RunFolder
 from ..tasks import get_task
-from ..tasks.base import Task
+from ..tasks.base import Encoded, Task
 
 
 class Predictor:
@@ -39,37 +39,31 @@ class Predictor:
         if pairs is None and data.text_pair_column:
             raise ValueError(f"this model classifies text pairs ({data.text_column}, "
                              f"{data.text_pair_column}); pass pairs=[...]")
-        records = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"input {i}: expected a string, got {type(text).__name__}")
-            fields = {data.text_column: text}
-            if pairs is not None:
-                fields[data.text_pair_column] = pairs[i]
-            records.append(Record(fields, "<input>", i + 1))
-        return records
+        return [self.task.make_record(text, None if pairs is None else pairs[i], i)
+                for i, text in enumerate(texts)]
 
-    def logits(self, records: Sequence[Record], with_labels: bool = False) -> tuple[np.ndarray, list]:
+    def logits(self, records: Sequence[Record], with_labels: bool = False) -> tuple[list[np.ndarray], Encoded]:
+        """Encode records and run the model; one logits array per feature."""
         from ..training.loop import batched_logits
 
         encoded = self.task.encode(records, self.tokenizer, self.cfg.model.max_length,
                                    with_labels=with_labels)
         logits, _ = batched_logits(self.model, encoded.features, self.cfg.eval.batch_size,
                                    self.tokenizer.pad_token_id or 0, self.device)
-        return np.stack(logits) if logits else np.zeros((0, 0)), encoded.features
+        return logits, encoded
 
-    def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Predictions for raw texts (and text pairs), one dict per input, in input order."""
+    def predict(self, texts: Sequence[Any] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Predictions for raw texts (text pairs; word lists for NER), one dict per input, in order."""
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
             return []
-        logits, _ = self.logits(self._records(texts, pairs))
-        return self.task.decode(logits)
+        logits, encoded = self.logits(self._records(texts, pairs))
+        return self.task.decode(logits, encoded)
 
     def evaluate_records(self, records: Sequence[Record]) -> dict[str, Any]:
-        logits, features = self.logits(records, with_labels=True)
-        return self.task.metrics(logits, np.array([f["labels"] for f in features]))
+        logits, encoded = self.logits(records, with_labels=True)
+        return self.task.metrics(logits, encoded)
 
 
 def load(run_dir: str | Path, device: str | None = None) -> Predictor:

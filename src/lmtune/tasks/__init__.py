@@ -9,6 +9,7 @@ from .base import Task
 
 TASKS = {
     "classification": "lmtune.tasks.classification:ClassificationTask",
+    "ner": "lmtune.tasks.ner:NerTask",
 }
 
 

@@ -23,10 +23,16 @@ Feature = dict[str, Any]  # input_ids (+ token_type_ids) as int lists, and "labe
 
 @dataclass
 class Encoded:
-    """Features for a list of records, with what encoding had to cut."""
+    """Features for a list of records, with what encoding had to cut or split.
+
+    A task may put its own keys in each feature (e.g. which record and words it covers);
+    batching only reads input_ids, token_type_ids and labels.
+    """
 
     features: list[Feature]
-    truncated: int = 0
+    records: Sequence[Record] = ()
+    truncated: int = 0  # inputs cut at max_length
+    windowed: int = 0  # inputs split into several overlapping windows
     lengths: list[int] = field(default_factory=list)  # untruncated token counts
 
 
@@ -67,12 +73,21 @@ class Task(ABC):
         """The training loss for a batch."""
 
     @abstractmethod
-    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """Scores for a whole evaluation set."""
+    def metrics(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
+        """Scores for a whole evaluation set (logits: one array per feature)."""
 
     @abstractmethod
-    def decode(self, logits: np.ndarray) -> list[dict[str, Any]]:
-        """Logits -> user-facing predictions, one dict per input."""
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[dict[str, Any]]:
+        """Logits -> user-facing predictions, one dict per record."""
+
+    def make_record(self, item: Any, pair: Any = None, index: int = 0) -> Record:
+        """A prediction input (raw text, or whatever the task accepts) as a Record."""
+        if not isinstance(item, str):
+            raise TypeError(f"input {index}: expected a string, got {type(item).__name__}")
+        fields = {self.cfg.data.text_column: item}
+        if pair is not None:
+            fields[self.cfg.data.text_pair_column] = pair
+        return Record(fields, "<input>", index + 1)
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
         """Task-specific plots for an evaluation; none by default."""

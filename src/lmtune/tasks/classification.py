@@ -115,7 +115,7 @@ class ClassificationTask(Task):
     def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int,
                with_labels: bool = True) -> Encoded:
         if not records:
-            return Encoded([])
+            return Encoded([], records)
         texts = [str(r.fields[self.cfg.data.text_column]) for r in records]
         pairs = ([str(r.fields[self.cfg.data.text_pair_column]) for r in records]
                  if self.cfg.data.text_pair_column else None)
@@ -141,7 +141,7 @@ class ClassificationTask(Task):
                     feature["labels"] = target
                 else:
                     feature["labels"] = index[values[0]]
-        return Encoded(features, truncated=len(long_rows), lengths=lengths)
+        return Encoded(features, records, truncated=len(long_rows), lengths=lengths)
 
     # ---- loss, metrics, predictions -----------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -152,13 +152,18 @@ class ClassificationTask(Task):
         return F.cross_entropy(logits, labels, weight=weights,
                                label_smoothing=self.cfg.train.label_smoothing)
 
-    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    def metrics(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
+        logits = np.stack(logits)
+        labels = np.array([f["labels"] for f in encoded.features])
         if self.multi_label:
             probs = 1.0 / (1.0 + np.exp(-logits))
             return M.multi_label_metrics(labels, probs, self.labels, self.cfg.eval.threshold)
         return M.single_label_metrics(labels, logits.argmax(-1), self.labels)
 
-    def decode(self, logits: np.ndarray) -> list[dict[str, Any]]:
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[dict[str, Any]]:
+        if not len(logits):
+            return []
+        logits = np.stack(logits)
         if self.multi_label:
             probs = 1.0 / (1.0 + np.exp(-logits))
             return [{"labels": [l for l, p in zip(self.labels, row) if p >= self.cfg.eval.threshold],

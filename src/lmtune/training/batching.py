@@ -1,8 +1,9 @@
 """Batches: length-grouped global batches, sliced per process, and dynamic padding.
 
-Every process builds the same global batch list from (seed, epoch), then takes its own slice,
-so N processes with batch size B see exactly the batches of one process with batch size N*B.
-That also makes the data position of a checkpoint just (epoch, batches done).
+Every process builds the same list of step batches (one per optimizer step) from (seed, epoch),
+splits each into accumulation micro-batches and takes its own slice of each, so N processes
+with batch size B and accumulation A see exactly the examples of one process with batch N*B*A.
+That also makes the data position of a checkpoint just (epoch, steps done in it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import random
 from typing import Any, Sequence
 
 import torch
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (padding, non-first word pieces)
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
@@ -39,6 +42,11 @@ def shard(batch: list[int], rank: int, world: int) -> list[int]:
     return batch[start:start + size + (1 if rank < extra else 0)]
 
 
+def shard_micro(batch: list[int], parts: int) -> list[list[int]]:
+    """Split a step batch into `parts` accumulation micro-batches (empty ones dropped)."""
+    return [micro for micro in (shard(batch, rank, parts) for rank in range(parts)) if micro]
+
+
 def collate(features: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (dynamic padding), right side."""
     longest = max(len(f["input_ids"]) for f in features)
@@ -57,6 +65,13 @@ def collate(features: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
         batch["token_type_ids"] = types
     if "labels" in features[0]:
         labels = [f["labels"] for f in features]
-        dtype = torch.float32 if isinstance(labels[0], list) else torch.long
-        batch["labels"] = torch.tensor(labels, dtype=dtype)
+        first = labels[0]
+        if isinstance(first, list) and first and isinstance(first[0], int):
+            # Token labels: pad with -100, which the loss ignores.
+            padded = torch.full((len(labels), longest), IGNORE_INDEX, dtype=torch.long)
+            for row, values in enumerate(labels):
+                padded[row, : len(values)] = torch.tensor(values, dtype=torch.long)
+            batch["labels"] = padded
+        else:  # one class id per example, or a multi-hot float vector
+            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(first, list) else torch.long)
     return batch

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..tasks.base import Feature, Task
+from ..tasks.base import Encoded, Feature, Task
 from . import checkpoint as ckpt
-from .batching import collate, epoch_batches, shard
+from .batching import collate, epoch_batches, shard, shard_micro
 from .callbacks import Callback
 from .distributed import make_accelerator
 from .precision import resolve_precision
@@ -89,28 +89,34 @@ def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_si
                 loss_sum += float(task.loss(logits, labels.to(device))) * len(index)
                 counted += len(index)
             for i, row in zip(index, logits.float().cpu().numpy()):
-                outputs[i] = row
+                # Per-token logits are cut back to the example's own length (no padding).
+                outputs[i] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row
     model.train(was_training)
     return outputs, (loss_sum / counted if counted else None)
 
 
-def evaluate_features(model: torch.nn.Module, task: Task, features: Sequence[Feature],
-                      batch_size: int, pad_id: int, device: torch.device, autocast: Any = None
-                      ) -> dict[str, Any]:
-    logits, loss = batched_logits(model, features, batch_size, pad_id, device, task, autocast)
-    labels = np.array([f["labels"] for f in features])
-    metrics = task.metrics(np.stack(logits), labels)
+def evaluate_encoded(model: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int,
+                     pad_id: int, device: torch.device, autocast: Any = None) -> dict[str, Any]:
+    """The task's metrics (and mean loss) for labeled, encoded data."""
+    logits, loss = batched_logits(model, encoded.features, batch_size, pad_id, device, task, autocast)
+    metrics = task.metrics(logits, encoded)
     if loss is not None:
         metrics["loss"] = loss
     return metrics
 
 
-def _is_better(value: float, best: float | None, greater: bool) -> bool:
-    return best is None or (value > best if greater else value < best)
+def _is_better(value: float, loss: float | None, best: float | None, best_loss: float | None,
+               greater: bool) -> bool:
+    """Better on the chosen metric; on a tie (accuracy often ties on small sets), lower loss wins."""
+    if best is None:
+        return True
+    if value != best:
+        return value > best if greater else value < best
+    return loss is not None and best_loss is not None and loss < best_loss
 
 
 def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
-          eval_features: Sequence[Feature] | None, cfg: Config, run_dir: Path, pad_id: int,
+          eval_data: Encoded | None, cfg: Config, run_dir: Path, pad_id: int,
           resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train `model` on `train_features`; keep the best weights (by cfg.train.metric_for_best)."""
     tc = cfg.train
@@ -121,11 +127,12 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
     ckpt_root = Path(run_dir) / "checkpoints"
 
     lengths = [len(f["input_ids"]) for f in train_features]
-    global_batch = tc.batch_size * world
-    batches_per_epoch = math.ceil(len(train_features) / global_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
+    # One optimizer step = one "step batch" of batch_size x processes x accumulation examples;
+    # the data order depends only on that size, so accumulation and DDP match one big batch.
+    step_batch = tc.batch_size * world * tc.grad_accum
+    steps_per_epoch = math.ceil(len(train_features) / step_batch)
     total_steps = tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
-    evaluate_now = eval_features is not None and tc.eval_strategy != "no"
+    evaluate_now = eval_data is not None and tc.eval_strategy != "no"
 
     model.to(device)
     optimizer = make_optimizer(model, cfg)
@@ -135,7 +142,7 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
                               optimizer, num_warmup_steps=int(tc.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_done": 0, "best_metric": None,
-                             "best_step": None, "bad_evals": 0, "samples": 0, "tokens": 0,
+                             "best_loss": None, "best_step": None, "bad_evals": 0, "samples": 0, "tokens": 0,
                              "seconds": 0.0}
     if resume:
         latest = ckpt.read_pointer(ckpt_root, "latest.txt")
@@ -151,13 +158,15 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
         cb.on_train_begin({"total_steps": total_steps, "step": state["step"], "world": world})
 
     def run_eval() -> None:
-        metrics = evaluate_features(accelerator.unwrap_model(model), task, eval_features,
-                                    cfg.eval.batch_size, pad_id, device, autocast)
+        metrics = evaluate_encoded(accelerator.unwrap_model(model), task, eval_data,
+                                   cfg.eval.batch_size, pad_id, device, autocast)
         scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         row = {"kind": "eval", "step": state["step"], "epoch": state["step"] / steps_per_epoch, **scalar}
         key = tc.metric_for_best if tc.metric_for_best in metrics else task.default_metric
-        if _is_better(metrics[key], state["best_metric"], tc.greater_is_better):
-            state.update(best_metric=metrics[key], best_step=state["step"], bad_evals=0)
+        if _is_better(metrics[key], metrics.get("loss"), state["best_metric"], state.get("best_loss"),
+                      tc.greater_is_better):
+            state.update(best_metric=metrics[key], best_loss=metrics.get("loss"),
+                         best_step=state["step"], bad_evals=0)
             if main:
                 ckpt.save_best(ckpt_root, accelerator.unwrap_model(model), state["step"], metrics)
         else:
@@ -178,13 +187,20 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
     window_samples = window_tokens = 0
     last_loss = float("nan")
     while state["step"] < total_steps and not loop_state["stop"]:
-        batches = epoch_batches(lengths, global_batch, tc.seed, state["epoch"], tc.group_by_length)
+        batches = epoch_batches(lengths, step_batch, tc.seed, state["epoch"], tc.group_by_length)
         position = state["batches_done"]
         while position < len(batches) and state["step"] < total_steps and not loop_state["stop"]:
-            group = batches[position:position + tc.grad_accum]
-            group_examples = sum(len(b) for b in group)
+            step_examples = batches[position]
+            group_examples = len(step_examples)
+            group = shard_micro(step_examples, min(tc.grad_accum, max(1, group_examples // world)))
             for micro, global_indices in enumerate(group):
                 local = shard(global_indices, rank, world)
+                # Per-example mean over the whole step batch, so the gradient matches one big
+                # batch (DDP averages over processes on top). A process left without examples
+                # (a last batch smaller than the process count) joins with a zero-weight one.
+                scale = len(local) * world / group_examples
+                if not local:
+                    local, scale = global_indices[:1], 0.0
                 batch = collate([train_features[i] for i in local], pad_id)
                 labels = batch.pop("labels").to(device)
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -193,12 +209,10 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
                 with context:
                     with autocast():
                         logits = model(**batch).logits
-                    # Per-example mean over the whole accumulation group, so the gradient
-                    # matches one big batch (DDP averages over processes on top).
-                    loss = task.loss(logits, labels) * (len(local) * world / group_examples)
+                    loss = task.loss(logits, labels) * scale
                     accelerator.backward(loss)
                 window_loss += float(loss.detach()) * group_examples / world  # = mean * len(local)
-                window_count += len(local)
+                window_count += len(local) if scale else 0
                 window_samples += len(global_indices)
                 window_tokens += int(batch["attention_mask"].sum()) * world
             if tc.max_grad_norm > 0:
@@ -206,7 +220,7 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            position += len(group)
+            position += 1
             state["step"] += 1
             state["batches_done"] = position
             if state["step"] % tc.logging_steps == 0 or state["step"] == total_steps:

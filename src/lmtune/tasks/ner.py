@@ -1,0 +1,302 @@
+"""Token classification (NER): tags per word, entity-level scores, entities with char offsets.
+
+- Input: CoNLL column files, or JSONL with `tokens`+`tags` or `text`+`entities` (char spans).
+  Tags in IOB1, IOB2/BIO or BIOES are converted to IOB2, the scheme the model learns.
+- Alignment: the word's tag sits on its first word piece; the other pieces carry no loss
+  (or, with data.label_all_tokens, the I- tag of the word's entity).
+- Long inputs are split into overlapping windows that start and end at word boundaries; at
+  prediction each word takes its tag from the window where it has the most context around it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import checks
+from ..data.records import DataIssue, Dataset, Record
+from ..data.tags import detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
+from ..data.words import join_words, split_words
+from ..training.batching import IGNORE_INDEX
+from .base import Encoded, Task
+
+
+class NerTask(Task):
+    name = "ner"
+    default_metric = "f1"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.labels: list[str] = []
+        self.scheme = cfg.data.tag_scheme
+
+    @property
+    def auto_model_class(self) -> Any:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    # ---- records -> words, offsets and IOB2 tags ------------------------------------------
+    def words(self, record: Record) -> tuple[list[str], list[tuple[int, int]], str]:
+        """Words of a record with character spans into its text (joined by spaces if given as tokens)."""
+        if "tokens" in record.fields:
+            words = [str(w) for w in record.fields["tokens"]]
+            text, spans = join_words(words)
+            return words, spans, text
+        text = str(record.fields.get("text", ""))
+        found = split_words(text)
+        return [w for w, _, _ in found], [(s, e) for _, s, e in found], text
+
+    def tags(self, record: Record) -> list[str]:
+        """IOB2 tags of a labeled record (from `tags`, or from character `entities`)."""
+        if "tags" in record.fields:
+            return to_iob2([str(t) for t in record.fields["tags"]], self.scheme)
+        _, spans, _ = self.words(record)
+        tags = ["O"] * len(spans)
+        for entity in record.fields.get("entities", []):
+            inside = [i for i, (s, e) in enumerate(spans) if s < entity["end"] and e > entity["start"]]
+            for j, i in enumerate(inside):
+                tags[i] = f"{'B' if j == 0 else 'I'}-{entity['label']}"
+        return tags
+
+    def fit(self, train: Dataset) -> None:
+        if self.scheme == "auto":
+            self.scheme = detect_scheme([list(map(str, r.fields.get("tags", []))) for r in train.records])
+        kinds = sorted({split_tag(t)[1] for r in train.records for t in self.tags(r)} - {""})
+        if not kinds:
+            raise ValueError(f"{train.path}: no entity tags found; NER needs B-/I- (or S-/E-) tags")
+        self.labels = ["O"] + [f"{p}-{k}" for k in kinds for p in ("B", "I")]
+        self.label_counts = Counter(split_tag(t)[1] for r in train.records for t in self.tags(r)
+                                    if split_tag(t)[0] == "B")
+
+    def model_config(self) -> dict[str, Any]:
+        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)),
+                "label2id": {label: i for i, label in enumerate(self.labels)}}
+
+    def restore(self, hf_config: Any) -> None:
+        self.labels = [hf_config.id2label[i] for i in range(len(hf_config.id2label))]
+        self.scheme = "iob2"
+
+    def make_record(self, item: Any, pair: Any = None, index: int = 0) -> Record:
+        """Raw text (split by the word rule in data/words.py) or a list of words."""
+        if isinstance(item, str):
+            return Record({"text": item}, "<input>", index + 1)
+        if isinstance(item, (list, tuple)) and all(isinstance(w, str) for w in item):
+            return Record({"tokens": list(item)}, "<input>", index + 1)
+        raise TypeError(f"input {index}: expected a string or a list of words, got {type(item).__name__}")
+
+    # ---- data checks --------------------------------------------------------------------
+    def check(self, datasets: dict[str, Dataset]) -> list[DataIssue]:
+        issues: list[DataIssue] = []
+        known = set(self.labels)
+        for split, dataset in datasets.items():
+            issues += dataset.issues
+            for record in dataset.records:
+                words, _, _ = self.words(record)
+                if not words:
+                    issues.append(DataIssue("error", record.source, record.line, "tokens",
+                                            "no words in this example", "remove the row"))
+                    continue
+                if "tags" not in record.fields and "entities" not in record.fields:
+                    issues.append(DataIssue("error", record.source, record.line, "tags",
+                                            "no tags or entities", "give tags per token or char spans"))
+                    continue
+                if "tags" in record.fields and len(record.fields["tags"]) != len(words):
+                    issues.append(DataIssue("error", record.source, record.line, "tags",
+                                            f"{len(record.fields['tags'])} tags for {len(words)} tokens"))
+                    continue
+                lines = record.fields.get("token_lines") or [record.line] * len(words)
+                tags = self.tags(record)
+                for index, problem in inconsistencies(tags):
+                    issues.append(DataIssue("warning", record.source, lines[index], "tag",
+                                            f"inconsistent tag sequence: {problem}",
+                                            "read as the start of a new entity"))
+                for index, tag in enumerate(tags):
+                    if split_tag(tag)[0] not in ("O", "B", "I"):
+                        issues.append(DataIssue("error", record.source, lines[index], "tag",
+                                                f"unknown tag {tag!r}", "use O, B-x, I-x (or S-x, E-x)"))
+                    elif split != "train" and known and tag not in known:
+                        issues.append(DataIssue("error", record.source, lines[index], "tag",
+                                                f"tag {tag!r} does not occur in the training data",
+                                                "add training examples of this type, or fix the tag"))
+        return issues
+
+    # ---- encoding: word pieces, labels, windows ------------------------------------------
+    def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int,
+               with_labels: bool = True) -> Encoded:
+        if not records:
+            return Encoded([], records)
+        all_words = [self.words(r)[0] for r in records]
+        pieces = tokenizer(all_words, is_split_into_words=True, add_special_tokens=False,
+                           return_attention_mask=False)
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        prefix, suffix = _special_tokens(tokenizer)
+        room = max_length - len(prefix) - len(suffix)
+        overlap = min(self.cfg.data.window_overlap, room // 2)
+        features, windowed, lengths = [], 0, []
+        for r, record in enumerate(records):
+            ids = pieces["input_ids"][r]
+            word_ids = pieces.word_ids(r)
+            lengths.append(len(ids) + len(prefix) + len(suffix))
+            tags = [label_index[t] for t in self.tags(record)] if with_labels else None
+            windows = _windows(word_ids, room, overlap)
+            windowed += len(windows) > 1
+            for start, end in windows:
+                features.append(self._feature((prefix, suffix), ids[start:end], word_ids[start:end], tags, r))
+        return Encoded(features, records, windowed=windowed, lengths=lengths)
+
+    def _feature(self, specials: tuple[list[int], list[int]], ids: list[int],
+                 word_ids: list[int | None], tags: list[int] | None, record_index: int) -> dict[str, Any]:
+        first_piece, previous = [], None
+        for w in word_ids:
+            first_piece.append(w if w is not None and w != previous else -1)
+            previous = w
+        prefix, suffix = specials
+        feature = {"input_ids": prefix + ids + suffix, "record": record_index,
+                   "words": [-1] * len(prefix) + first_piece + [-1] * len(suffix)}
+        if tags is not None:
+            labels = [IGNORE_INDEX] * len(prefix)
+            for w, first in zip(word_ids, first_piece):
+                if first >= 0:
+                    labels.append(tags[first])
+                elif w is not None and self.cfg.data.label_all_tokens:
+                    labels.append(self._inside(tags[w]))
+                else:
+                    labels.append(IGNORE_INDEX)
+            feature["labels"] = labels + [IGNORE_INDEX] * len(suffix)
+        return feature
+
+    def _inside(self, label_id: int) -> int:
+        prefix, kind = split_tag(self.labels[label_id])
+        return self.labels.index(f"I-{kind}") if prefix == "B" else label_id
+
+    # ---- loss, stitching, metrics, predictions ------------------------------------------
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, label_smoothing=self.cfg.train.label_smoothing)
+
+    def word_probs(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[np.ndarray]:
+        """Per record, (words x labels) probabilities; each word from its most central window."""
+        counts = [len(self.words(r)[0]) for r in encoded.records]
+        probs = [np.zeros((n, len(self.labels)), dtype=np.float32) for n in counts]
+        context = [np.full(n, -1) for n in counts]
+        for feature, row in zip(encoded.features, logits):
+            positions = [(p, w) for p, w in enumerate(feature["words"]) if w >= 0]
+            if not positions:
+                continue
+            shifted = np.exp(row - row.max(-1, keepdims=True))
+            row_probs = shifted / shifted.sum(-1, keepdims=True)
+            r = feature["record"]
+            for k, (p, w) in enumerate(positions):
+                margin = min(k, len(positions) - 1 - k)  # words of context on the nearer side
+                if margin > context[r][w]:
+                    context[r][w] = margin
+                    probs[r][w] = row_probs[p]
+        return probs
+
+    def metrics(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
+        from seqeval.metrics import classification_report
+        from seqeval.scheme import IOB2
+
+        predicted = [[self.labels[i] for i in p.argmax(-1)] for p in self.word_probs(logits, encoded)]
+        gold = [self.tags(r) for r in encoded.records]
+        predicted = [_repair(tags) for tags in predicted]
+        report = classification_report(gold, predicted, mode="strict", scheme=IOB2,
+                                        output_dict=True, zero_division=0)
+        kinds = sorted(k for k in report if k not in ("micro avg", "macro avg", "weighted avg"))
+        flat_gold = [t for tags in gold for t in tags]
+        flat_pred = [t for tags in predicted for t in tags]
+        result: dict[str, Any] = {
+            "f1": float(report["micro avg"]["f1-score"]),  # entity-level micro F1, the usual headline
+            "precision": float(report["micro avg"]["precision"]),
+            "recall": float(report["micro avg"]["recall"]),
+            **{f"{average}_{name}": float(report[f"{average} avg"][key])
+               for average in ("micro", "macro", "weighted")
+               for name, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"))},
+            "token_accuracy": float(np.mean([g == p for g, p in zip(flat_gold, flat_pred)])),
+            "support": int(report["micro avg"]["support"]),
+            "per_class": {k: {"precision": float(report[k]["precision"]), "recall": float(report[k]["recall"]),
+                              "f1": float(report[k]["f1-score"]), "support": int(report[k]["support"])}
+                          for k in kinds},
+        }
+        types = ["O"] + sorted({split_tag(t)[1] for t in self.labels} - {""})
+        index = {t: i for i, t in enumerate(types)}
+        matrix = np.zeros((len(types), len(types)), dtype=int)
+        for g, p in zip(flat_gold, flat_pred):
+            matrix[index[split_tag(g)[1] or "O"], index[split_tag(p)[1] or "O"]] += 1
+        result["confusion_matrix"], result["confusion_labels"] = matrix.tolist(), types
+        return result
+
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[dict[str, Any]]:
+        results = []
+        for record, probs in zip(encoded.records, self.word_probs(logits, encoded)):
+            words, spans, text = self.words(record)
+            tags = _repair([self.labels[i] for i in probs.argmax(-1)])
+            confidence = probs.max(-1)
+            entities = []
+            for kind, first, last in entity_spans(tags):
+                start, end = spans[first][0], spans[last - 1][1]
+                entities.append({"type": kind, "text": text[start:end], "start": start, "end": end,
+                                 "score": float(confidence[first:last].mean())})
+            results.append({"entities": entities, "tags": tags, "words": words})
+        return results
+
+    def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
+        from ..evaluation.plots import confusion_matrix
+
+        path = Path(out_dir) / f"{prefix}confusion_matrix.png"
+        confusion_matrix(metrics["confusion_matrix"], metrics["confusion_labels"], path,
+                         title="Token confusion by entity type")
+        return [path]
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        from ..evaluation.metrics import format_report
+
+        return f"{format_report(metrics)}\n{'token accuracy':>14}  {metrics['token_accuracy']:.4f}"
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a sequence ([CLS] / [SEP], <s> / </s>, none)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i], full[i + len(plain):]
+    return [], []
+
+
+def _repair(tags: list[str]) -> list[str]:
+    """Predicted I- tags that open an entity are read as B- (strict IOB2 would drop them)."""
+    out, previous = [], "O"
+    for tag in tags:
+        prefix, kind = split_tag(tag)
+        if prefix == "I" and split_tag(previous)[1] != kind:
+            tag = f"B-{kind}"
+        out.append(tag)
+        previous = tag
+    return out
+
+
+def _windows(word_ids: list[int | None], room: int, overlap: int) -> list[tuple[int, int]]:
+    """Piece ranges [start, end) of at most `room` pieces, cut at word starts, overlapping by
+    about `overlap` pieces, covering every piece."""
+    n = len(word_ids)
+    if n <= room:
+        return [(0, n)]
+    starts = [i for i in range(n) if i == 0 or word_ids[i] != word_ids[i - 1]]
+    windows, start = [], 0
+    while True:
+        limit = start + room
+        if limit >= n:
+            windows.append((start, n))
+            return windows
+        end = max((s for s in starts if start < s <= limit), default=limit)  # a word longer than
+        windows.append((start, end))                                       # room is cut inside
+        target = max(end - overlap, start + 1)
+        start = min((s for s in starts if s >= target), default=end)
+        start = min(start, end)
