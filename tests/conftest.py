@@ -85,6 +85,45 @@ def toy_data(tmp_path_factory) -> dict[str, Path]:
             "folder": folder}
 
 
+PEOPLE, PLACES = ["alice", "bob", "carol"], ["paris", "london", "rome"]
+FILL = ["the", "film", "was", "really", "quite", "and", "it", "so", "today", "with", "met", "visited"]
+
+
+def ner_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
+    words, tags = [], []
+    for _ in range(rng.randint(3, 9)):
+        roll = rng.random()
+        if roll < 0.2:
+            words += [rng.choice(PEOPLE), rng.choice(PEOPLE)]
+            tags += ["B-person", "I-person"]
+        elif roll < 0.35:
+            words.append(rng.choice(PLACES))
+            tags.append("B-location")
+        else:
+            words.append(rng.choice(FILL))
+            tags.append("O")
+    return words, tags
+
+
+def write_conll(path, sentences, sep="\t", breaks="\n"):
+    with open(path, "w") as handle:
+        handle.write(f"-DOCSTART-{sep}O\n\n")
+        for words, tags in sentences:
+            handle.writelines(f"{w}{sep}{t}\n" for w, t in zip(words, tags))
+            handle.write(breaks)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ner_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ner")
+    rng = random.Random(5)
+    sentences = [ner_sentence(rng) for _ in range(260)]
+    return {"train": write_conll(folder / "train.conll", sentences[:200]),
+            "validation": write_conll(folder / "dev.conll", sentences[200:], sep=" ", breaks="\t\n")}
+
+
+
 def tiny_config(tiny_model: Path, toy_data: dict, out: Path, **train):
     """A fast config on the tiny model; keyword arguments override train fields."""
     from lmtune.config import Config

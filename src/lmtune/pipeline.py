@@ -97,6 +97,10 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     encoded = {name: task.encode(ds.records, tokenizer, cfg.model.max_length) for name, ds in splits.items()}
     for name, enc in encoded.items():
         report[name]["truncated"] = enc.truncated
+        report[name]["windowed"] = enc.windowed
+        if enc.windowed:
+            _say(f"{name}: {enc.windowed} input(s) longer than {cfg.model.max_length} tokens were split "
+                 "into overlapping windows (nothing is cut)", quiet)
         report[name]["lengths"] = length_stats(enc.lengths, cfg.model.max_length)
         if enc.truncated:
             _say(f"[yellow]{name}: {enc.truncated} example(s) longer than {cfg.model.max_length} "
