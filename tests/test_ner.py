@@ -25,7 +25,7 @@ def ner_run(tiny_model, ner_data, tmp_path_factory):
     return finetune(cfg, quiet=True)
 
 
-def _task(**data) -> "NerTask":
+def _task(**data):
     cfg = Config()
     cfg.task = "ner"
     for key, value in data.items():

@@ -8,7 +8,7 @@ import torch
 
 import lmtune
 from lmtune.pipeline import finetune
-from conftest import SHARED_DATA, tiny_config
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

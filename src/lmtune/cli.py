@@ -10,8 +10,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from .config import Config, ConfigError
 

@@ -55,7 +55,7 @@ class TrainConfig:
     epochs: float = 3.0
     max_steps: int = 0  # >0 overrides epochs
     batch_size: int = 32
-    learning_rate: float = 5e-5
+    learning_rate: Optional[float] = None  # None: by model width (see training/loop.py)
     weight_decay: float = 0.01
     scheduler: str = "linear"  # linear | cosine | constant
     warmup_ratio: float = 0.06

@@ -84,6 +84,13 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     quiet_transformers()
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)
+    if cfg.train.learning_rate is None:
+        from transformers import AutoConfig
+
+        from .training.loop import default_learning_rate
+
+        width = getattr(AutoConfig.from_pretrained(str(model_path)), "hidden_size", 768)
+        cfg.train.learning_rate = default_learning_rate(width)
     task = get_task(cfg)
     splits, report, issues = prepare_data(cfg, task)
     warnings = [i for i in issues if i.level == "warning"]

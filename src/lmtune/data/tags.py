@@ -19,7 +19,7 @@ def detect_scheme(tag_lists: list[list[str]]) -> str:
 def to_iob2(tags: list[str], scheme: str) -> list[str]:
     """Convert one sentence's tags to IOB2; unknown prefixes are left for the checks to report."""
     out = []
-    for i, tag in enumerate(tags):
+    for tag in tags:
         prefix, kind = split_tag(tag)
         if prefix == "O":
             out.append("O")
@@ -29,7 +29,7 @@ def to_iob2(tags: list[str], scheme: str) -> list[str]:
             prev_prefix, prev_kind = split_tag(out[-1]) if out else ("O", "")
             out.append(f"I-{kind}" if prev_prefix != "O" and prev_kind == kind else f"B-{kind}")
         else:
-            out.append(tag if prefix in ("B", "I") else tag)
+            out.append(tag)
     return out
 
 

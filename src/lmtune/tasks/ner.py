@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import checks
 from ..data.records import DataIssue, Dataset, Record
 from ..data.tags import detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
 from ..data.words import join_words, split_words
