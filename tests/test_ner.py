@@ -176,3 +176,15 @@ def test_trained_ner_model_predicts_and_reloads_with_plain_transformers(ner_run)
     plain_tags = [plain.config.id2label[ids[p]] for p, w in enumerate(word_ids)
                   if w is not None and (p == 0 or word_ids[p - 1] != w)]
     assert plain_tags == model.predict([words])[0]["tags"]
+
+
+def test_balanced_class_weights_favour_rare_tags(ner_data):
+    cfg = Config()
+    cfg.task, cfg.data.train, cfg.train.class_weights = "ner", str(ner_data["train"]), "balanced"
+    task = get_task(cfg)
+    task.fit(read_table(cfg.data.train))
+    weights = dict(zip(task.labels, task.class_weights.tolist()))
+    assert weights["O"] < weights["B-person"] and weights["O"] < 1.0
+    logits = __import__("torch").zeros((1, 2, len(task.labels)))
+    labels = __import__("torch").tensor([[0, task.labels.index("B-location")]])
+    assert float(task.loss(logits, labels)) == pytest.approx(np.log(len(task.labels)))

@@ -33,6 +33,7 @@ class NerTask(Task):
         super().__init__(cfg)
         self.labels: list[str] = []
         self.scheme = cfg.data.tag_scheme
+        self.class_weights: torch.Tensor | None = None
 
     @property
     def auto_model_class(self) -> Any:
@@ -72,6 +73,11 @@ class NerTask(Task):
         self.labels = ["O"] + [f"{p}-{k}" for k in kinds for p in ("B", "I")]
         self.label_counts = Counter(split_tag(t)[1] for r in train.records for t in self.tags(r)
                                     if split_tag(t)[0] == "B")
+        if self.cfg.train.class_weights == "balanced":  # per tag: words / (tags x its count)
+            counts = Counter(t for r in train.records for t in self.tags(r))
+            total = sum(counts.values())
+            self.class_weights = torch.tensor(
+                [total / (len(self.labels) * max(counts[label], 1)) for label in self.labels])
 
     def model_config(self) -> dict[str, Any]:
         return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)),
@@ -176,8 +182,10 @@ class NerTask(Task):
 
     # ---- loss, stitching, metrics, predictions ------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX, label_smoothing=self.cfg.train.label_smoothing)
+                               weight=weights, ignore_index=IGNORE_INDEX,
+                               label_smoothing=self.cfg.train.label_smoothing)
 
     def word_probs(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[np.ndarray]:
         """Per record, (words x labels) probabilities; each word from its most central window."""
