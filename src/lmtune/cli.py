@@ -108,19 +108,31 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     predictor = load(args.run)
     data = predictor.cfg.data
-    if args.input:
+    options = {"top_k": args.top_k} if args.top_k != 1 else {}
+    if args.question is not None or args.context is not None:
+        if args.question is None or args.context is None:
+            raise ConfigError("QA prediction needs both --question and --context")
+        texts, pairs = [args.question], [args.context]
+        rows = [{"question": args.question}]
+    elif args.input and predictor.task.name == "qa":
+        rows, texts, pairs = _read_inputs(args.input, "question", "context")
+    elif args.input:
         rows, texts, pairs = _read_inputs(args.input, data.text_column, data.text_pair_column)
     else:
         if not args.texts:
             raise ConfigError("give texts to classify, or --input FILE")
         texts, pairs = list(args.texts), ([args.pair] * len(args.texts) if args.pair else None)
         rows = [{data.text_column: t} for t in texts]
-    predictions = predictor.predict(texts, pairs)
+    predictions = predictor.predict(texts, pairs, **options)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
         for row, prediction in zip(rows, predictions):
             if args.output or args.json:
                 out.write(json.dumps({**row, "prediction": prediction}) + "\n")
+            elif isinstance(prediction, list) or "answer" in prediction:
+                for answer in prediction if isinstance(prediction, list) else [prediction]:
+                    out.write(f"{answer['answer']!r}\t[{answer['start']}:{answer['end']}]\t"
+                              f"{answer['score']:.4f}\n")
             elif "entities" in prediction:
                 found = "; ".join(f"{e['type']}: {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
                                   for e in prediction["entities"])
@@ -197,6 +209,9 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("run")
     predict.add_argument("texts", nargs="*")
     predict.add_argument("--pair", help="second text, for text-pair models")
+    predict.add_argument("--question", help="QA: the question (with --context)")
+    predict.add_argument("--context", help="QA: the passage to answer from")
+    predict.add_argument("--top-k", type=int, default=1, help="QA: how many answers")
     predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file of inputs")
     predict.add_argument("--output", help="write JSONL predictions here")
     predict.add_argument("--json", action="store_true", help="print JSON lines")

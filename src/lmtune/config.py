@@ -84,6 +84,8 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 64
     threshold: float = 0.5  # multi-label decision threshold
+    max_answer_tokens: int = 30  # qa: longest answer span considered
+    null_threshold: Optional[float] = None  # qa: allow "no answer" when it wins by this margin
 
 
 @dataclass

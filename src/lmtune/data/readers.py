@@ -36,6 +36,11 @@ def read_table(path: str | Path) -> Dataset:
         return read_conll(path)
     if fmt == "parquet":
         return _read_parquet(path)
+    if path.suffix.lower() == ".json":
+        from .squad import is_squad, read_squad
+
+        if is_squad(path):
+            return read_squad(path)
     lines, issues = decode_lines(path)
     if fmt == "jsonl":
         return _read_jsonl(path, lines, issues)

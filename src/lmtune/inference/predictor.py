@@ -31,14 +31,8 @@ class Predictor:
         return list(getattr(self.task, "labels", []))
 
     def _records(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[Record]:
-        data = self.cfg.data
         if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-        if pairs is not None and not data.text_pair_column:
-            raise ValueError("this model was trained on single texts; do not pass text pairs")
-        if pairs is None and data.text_pair_column:
-            raise ValueError(f"this model classifies text pairs ({data.text_column}, "
-                             f"{data.text_pair_column}); pass pairs=[...]")
+            raise ValueError(f"got {len(texts)} inputs but {len(pairs)} pairs")
         return [self.task.make_record(text, None if pairs is None else pairs[i], i)
                 for i, text in enumerate(texts)]
 
@@ -49,17 +43,21 @@ class Predictor:
         encoded = self.task.encode(records, self.tokenizer, self.cfg.model.max_length,
                                    with_labels=with_labels)
         logits, _ = batched_logits(self.model, encoded.features, self.cfg.eval.batch_size,
-                                   self.tokenizer.pad_token_id or 0, self.device)
+                                   self.tokenizer.pad_token_id or 0, self.device, self.task)
         return logits, encoded
 
-    def predict(self, texts: Sequence[Any] | str, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Predictions for raw texts (text pairs; word lists for NER), one dict per input, in order."""
+    def predict(self, texts: Sequence[Any] | str, pairs: Sequence[str] | str | None = None,
+                **options: Any) -> list[Any]:
+        """Predictions, one per input, in order: texts (+ text pairs) for classification, texts
+        or word lists for NER, questions + contexts for QA (options: top_k, ...)."""
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(pairs, str):
+            pairs = [pairs]
         if not texts:
             return []
         logits, encoded = self.logits(self._records(texts, pairs))
-        return self.task.decode(logits, encoded)
+        return self.task.decode(logits, encoded, **options)
 
     def evaluate_records(self, records: Sequence[Record]) -> dict[str, Any]:
         logits, encoded = self.logits(records, with_labels=True)

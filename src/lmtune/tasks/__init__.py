@@ -10,6 +10,7 @@ from .base import Task
 TASKS = {
     "classification": "lmtune.tasks.classification:ClassificationTask",
     "ner": "lmtune.tasks.ner:NerTask",
+    "qa": "lmtune.tasks.qa:QuestionAnsweringTask",
 }
 
 

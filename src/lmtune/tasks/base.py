@@ -68,6 +68,10 @@ class Task(ABC):
     def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int) -> Encoded:
         """Records with labels -> features for training and evaluation."""
 
+    def model_logits(self, outputs: Any) -> torch.Tensor:
+        """The tensor the loss, metrics and predictions read from the model's outputs."""
+        return outputs.logits
+
     @abstractmethod
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss for a batch."""
@@ -77,16 +81,22 @@ class Task(ABC):
         """Scores for a whole evaluation set (logits: one array per feature)."""
 
     @abstractmethod
-    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[dict[str, Any]]:
-        """Logits -> user-facing predictions, one dict per record."""
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[Any]:
+        """Logits -> user-facing predictions, one per record (options are task-specific)."""
 
     def make_record(self, item: Any, pair: Any = None, index: int = 0) -> Record:
         """A prediction input (raw text, or whatever the task accepts) as a Record."""
         if not isinstance(item, str):
             raise TypeError(f"input {index}: expected a string, got {type(item).__name__}")
-        fields = {self.cfg.data.text_column: item}
+        data = self.cfg.data
+        if pair is not None and not data.text_pair_column:
+            raise ValueError("this model was trained on single texts; do not pass text pairs")
+        if pair is None and data.text_pair_column:
+            raise ValueError(f"this model reads text pairs ({data.text_column}, "
+                             f"{data.text_pair_column}); pass pairs=[...]")
+        fields = {data.text_column: item}
         if pair is not None:
-            fields[self.cfg.data.text_pair_column] = pair
+            fields[data.text_pair_column] = pair
         return Record(fields, "<input>", index + 1)
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:

@@ -160,7 +160,7 @@ class ClassificationTask(Task):
             return M.multi_label_metrics(labels, probs, self.labels, self.cfg.eval.threshold)
         return M.single_label_metrics(labels, logits.argmax(-1), self.labels)
 
-    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[dict[str, Any]]:
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
         if not len(logits):
             return []
         logits = np.stack(logits)

@@ -239,7 +239,7 @@ class NerTask(Task):
         result["confusion_matrix"], result["confusion_labels"] = matrix.tolist(), types
         return result
 
-    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[dict[str, Any]]:
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
         results = []
         for record, probs in zip(encoded.records, self.word_probs(logits, encoded)):
             words, spans, text = self.words(record)

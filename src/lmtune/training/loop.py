@@ -73,11 +73,11 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
 
 
 def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_size: int,
-                   pad_id: int, device: torch.device, task: Task | None = None,
+                   pad_id: int, device: torch.device, task: Task,
                    autocast: Any = None) -> tuple[list[np.ndarray], float | None]:
     """Forward `features` in length-sorted batches; logits come back in input order.
 
-    With a task and labels present, also returns the mean loss over all examples.
+    With labels present, also returns the mean loss over all examples.
     """
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     outputs: list[np.ndarray | None] = [None] * len(features)
@@ -92,8 +92,8 @@ def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_si
             batch = {k: v.to(device) for k, v in batch.items()}
             context = autocast() if autocast else torch.autocast("cpu", enabled=False)
             with context:
-                logits = model(**batch).logits
-            if task is not None and labels is not None:
+                logits = task.model_logits(model(**batch))
+            if labels is not None:
                 loss_sum += float(task.loss(logits, labels.to(device))) * len(index)
                 counted += len(index)
             for i, row in zip(index, logits.float().cpu().numpy()):
@@ -216,7 +216,7 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
                 context = accelerator.no_sync(model) if (not sync and world > 1) else contextlib.nullcontext()
                 with context:
                     with autocast():
-                        logits = model(**batch).logits
+                        logits = task.model_logits(model(**batch))
                     loss = task.loss(logits, labels) * scale
                     accelerator.backward(loss)
                 window_loss += float(loss.detach()) * group_examples / world  # = mean * len(local)
