@@ -19,7 +19,7 @@ def run_preset(preset: str, data: dict[str, str], run_name: str, argv: list[str]
 
     cfg = Config.from_yaml(ROOT / "examples" / preset)
     for split, relative in data.items():
-        path = SHARED_DATA / relative
+        path = SHARED_DATA / relative  # an absolute path stays as it is
         if not path.is_file():
             sys.exit(f"{path} not found: the benchmark reads ../shared/data")
         setattr(cfg.data, split, str(path))

@@ -124,6 +124,30 @@ def ner_data(tmp_path_factory):
 
 
 
+QA_CONTEXT = "alice met bob in paris today . the film was good and carol visited rome ."
+
+
+def squad_file(path: Path, qas: list[dict], context: str = QA_CONTEXT) -> Path:
+    import json
+
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": context, "qas": qas}]}]}))
+    return path
+
+
+def qa_questions(n_repeats: int) -> list[dict]:
+    pairs = [("who met bob ?", "alice"), ("where ?", "paris"), ("who visited rome ?", "carol")]
+    return [{"id": f"q{i}", "question": q, "answers": [{"text": a, "answer_start": QA_CONTEXT.index(a)}]}
+            for i, (q, a) in enumerate(pairs * n_repeats)]
+
+
+@pytest.fixture(scope="session")
+def qa_data(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("qa-data")
+    qas = qa_questions(20)
+    return {"train": squad_file(folder / "train.json", qas), "validation": squad_file(folder / "dev.json", qas[:6])}
+
+
 def tiny_config(tiny_model: Path, toy_data: dict, out: Path, **train):
     """A fast config on the tiny model; keyword arguments override train fields."""
     from lmtune.config import Config

@@ -10,14 +10,14 @@ import lmtune
 from lmtune.methods import METHODS
 from lmtune.pipeline import finetune
 from lmtune.tasks import TASKS
-from conftest import tiny_config
+from conftest import QA_CONTEXT, tiny_config
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_train_save_reload_gives_the_training_time_scores(task, method, tiny_model, toy_data, ner_data,
-                                                           tmp_path):
-    data = ner_data if task == "ner" else toy_data
+                                                           qa_data, tmp_path):
+    data = {"ner": ner_data, "qa": qa_data}.get(task, toy_data)
     cfg = tiny_config(tiny_model, data, tmp_path, max_steps=4, eval_strategy="steps", eval_steps=4)
     cfg.task, cfg.method.name = task, method
     if method == "freeze":
@@ -28,5 +28,7 @@ def test_train_save_reload_gives_the_training_time_scores(task, method, tiny_mod
     for key, value in recorded.items():
         if key != "loss":
             assert reloaded[key] == pytest.approx(value, abs=1e-9), key
-    predictions = lmtune.load(run.root).predict(["alice visited paris", "the film was good"])
+    texts = ["alice visited paris", "the film was good"]
+    pairs = [QA_CONTEXT, QA_CONTEXT] if task == "qa" else None
+    predictions = lmtune.load(run.root).predict(texts, pairs)
     assert len(predictions) == 2

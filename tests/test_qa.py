@@ -13,15 +13,9 @@ from lmtune.data.records import Record
 from lmtune.evaluation.squad_metrics import normalize_answer, squad_scores
 from lmtune.pipeline import finetune, prepare_data
 from lmtune.tasks import get_task
-from conftest import tiny_config
+from conftest import QA_CONTEXT, squad_file, tiny_config
 
-CONTEXT = "alice met bob in paris today . the film was good and carol visited rome ."
-
-
-def squad_file(path, qas):
-    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [
-        {"context": CONTEXT, "qas": qas}]}]}))
-    return path
+CONTEXT = QA_CONTEXT
 
 
 def _task(**eval_options):
@@ -125,21 +119,20 @@ def test_spans_never_cover_the_question_and_null_threshold(tiny_model):
     assert answer["answer"] == "" and answer["start"] == -1
 
 
-def test_trained_qa_model_reloads_with_plain_transformers(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def qa_run(tiny_model, qa_data, tmp_path_factory):
+    cfg = tiny_config(tiny_model, qa_data, tmp_path_factory.mktemp("qa-runs"), epochs=15)
+    cfg.task, cfg.model.max_length = "qa", 64
+    return finetune(cfg, quiet=True)
+
+
+def test_trained_qa_model_reloads_with_plain_transformers(qa_run):
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     import lmtune
 
-    qas = []
-    for i, (question, answer) in enumerate([("who met bob ?", "alice"), ("where ?", "paris"),
-                                            ("who visited rome ?", "carol")] * 20):
-        qas.append({"id": f"q{i}", "question": question,
-                    "answers": [{"text": answer, "answer_start": CONTEXT.index(answer)}]})
-    data = {"train": squad_file(tmp_path / "train.json", qas), "validation": squad_file(tmp_path / "dev.json", qas[:6])}
-    cfg = tiny_config(tiny_model, data, tmp_path / "runs", epochs=15)
-    cfg.task, cfg.model.max_length = "qa", 64
-    run = finetune(cfg, quiet=True)
+    run = qa_run
     metrics = json.loads(run.metrics.read_text())
     assert metrics["validation"]["f1"] > 60
     model = lmtune.load(run.root)
@@ -157,3 +150,16 @@ def test_trained_qa_model_reloads_with_plain_transformers(tiny_model, tmp_path):
     s = int(start_logits.argmax())
     e = s + int(end_logits[s:s + 30].argmax())
     assert CONTEXT[int(offsets[s][0]):int(offsets[e][1])] == answer["answer"]
+
+
+def test_cli_predicts_answers_with_offsets(qa_run, capsys):
+    from lmtune.cli import main
+
+    assert main(["predict", str(qa_run.root), "--question", "who visited rome ?", "--context", CONTEXT,
+                 "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    answer, span, _ = lines[0].split("\t")
+    start, end = map(int, span.strip("[]").split(":"))
+    assert repr(CONTEXT[start:end]) == answer
+    assert main(["predict", str(qa_run.root), "--question", "who ?"]) == 2
