@@ -152,7 +152,7 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Print every data problem with file:line:field, counts, and token length statistics."""
     from .models import load_tokenizer, quiet_transformers, resolve_model
-    from .pipeline import prepare_data
+    from .pipeline import encode_splits, prepare_data
     from .tasks import get_task
 
     cfg = build_config(args, extra)
@@ -163,7 +163,7 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     task = get_task(cfg)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name))
     splits, report, issues = prepare_data(cfg, task)
-    from .pipeline import length_stats
+    encode_splits(cfg, task, tokenizer, splits, report, quiet=True)
 
     for issue in issues:
         print(f"{issue.level.upper():7} {issue}")
@@ -171,16 +171,16 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     print("\nSummary")
     for (level, kind), count in sorted(kinds.items()):
         print(f"  {count:6d} {level:7} {kind}")
-    for name, ds in splits.items():
-        enc = task.encode(ds.records, tokenizer, cfg.model.max_length)
-        stats = length_stats(enc.lengths, cfg.model.max_length)
+    for name in splits:
         row = report[name]
+        stats = row["lengths"]
         print(f"\n{name}: {row['file']}: {row['rows_read']} rows, {row['errors']} error(s), "
               f"{row['warnings']} warning(s)")
         if stats.get("examples"):
             print(f"  tokens per example: mean {stats['tokens_mean']}, median {stats['tokens_p50']}, "
                   f"p95 {stats['tokens_p95']}, max {stats['tokens_max']}; "
-                  f"{stats['over_max_length']} over max length {cfg.model.max_length} (would be truncated)")
+                  f"{stats['over_max_length']} over max length {cfg.model.max_length} "
+                  f"({'split into windows' if cfg.task in ('ner', 'qa') else 'would be truncated'})")
         if name == "train" and hasattr(task, "label_counts"):
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(task.label_counts.items()))
             print(f"  labels: {counts}")

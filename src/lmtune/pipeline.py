@@ -64,6 +64,23 @@ def prepare_data(cfg: Config, task: Task) -> tuple[dict[str, Dataset], dict[str,
     return splits, report, issues
 
 
+def encode_splits(cfg: Config, task: Task, tokenizer: Any, splits: dict[str, Dataset],
+                  report: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+    """Encode every split; what was truncated or windowed goes into the report and is said."""
+    encoded = {name: task.encode(ds.records, tokenizer, cfg.model.max_length) for name, ds in splits.items()}
+    limit = cfg.model.max_length
+    for name, enc in encoded.items():
+        report[name].update(truncated=enc.truncated, windowed=enc.windowed,
+                            lengths=length_stats(enc.lengths, limit))
+        if enc.windowed:
+            _say(f"{name}: {enc.windowed} input(s) longer than {limit} tokens were split "
+                 "into overlapping windows (nothing is cut)", quiet)
+        if enc.truncated:
+            _say(f"[yellow]{name}: {enc.truncated} example(s) longer than {limit} "
+                 "tokens were truncated[/] (raise --model.max-length to keep more)", quiet)
+    return encoded
+
+
 def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None = None,
              callbacks: Sequence[Callback] = (), quiet: bool = False) -> RunFolder:
     """Train a model as `cfg` says (a Config, a dict of groups, or a YAML path) and write the
@@ -85,12 +102,7 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)
     if cfg.train.learning_rate is None:
-        from transformers import AutoConfig
-
-        from .training.loop import default_learning_rate
-
-        width = getattr(AutoConfig.from_pretrained(str(model_path)), "hidden_size", 768)
-        cfg.train.learning_rate = default_learning_rate(width)
+        cfg.train.learning_rate = _default_learning_rate(model_path)
     task = get_task(cfg)
     splits, report, issues = prepare_data(cfg, task)
     warnings = [i for i in issues if i.level == "warning"]
@@ -101,17 +113,7 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
         if row["rows_skipped"]:
             _say(f"[yellow]{name}: skipped {row['rows_skipped']} row(s) with errors[/] ({row['file']})", quiet)
 
-    encoded = {name: task.encode(ds.records, tokenizer, cfg.model.max_length) for name, ds in splits.items()}
-    for name, enc in encoded.items():
-        report[name]["truncated"] = enc.truncated
-        report[name]["windowed"] = enc.windowed
-        if enc.windowed:
-            _say(f"{name}: {enc.windowed} input(s) longer than {cfg.model.max_length} tokens were split "
-                 "into overlapping windows (nothing is cut)", quiet)
-        report[name]["lengths"] = length_stats(enc.lengths, cfg.model.max_length)
-        if enc.truncated:
-            _say(f"[yellow]{name}: {enc.truncated} example(s) longer than {cfg.model.max_length} "
-                 "tokens were truncated[/] (raise --model.max-length to keep more)", quiet)
+    encoded = encode_splits(cfg, task, tokenizer, splits, report, quiet)
 
     from accelerate.utils import broadcast_object_list
 
@@ -133,9 +135,10 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     trainable, total = count_parameters(model)
     _say(f"lmtune: {cfg.task} / {cfg.method.name} on {cfg.model.name}: {trainable:,} of {total:,} "
          f"parameters trainable ({100 * trainable / total:.2f}%); "
-         f"{len(encoded['train'].features):,} training examples", quiet)
+         f"{len(splits['train'].records):,} training examples "
+         f"({len(encoded['train'].features):,} model inputs)", quiet)
 
-    from .training.loop import evaluate_encoded, train
+    from .training.loop import train
 
     cbs: list[Callback] = list(callbacks)
     if state.is_main_process:
@@ -158,31 +161,45 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
         "data": report,
     }
     if state.is_main_process:
-        summary = ""
-        if result.best_metrics:
-            metrics["validation"] = _scalars(result.best_metrics)
-            metrics["validation_report"] = result.best_metrics
-            summary = task.summary(result.best_metrics)
-            task.plots(result.best_metrics, run.root)
-        if "test" in encoded:
-            device = next(model.parameters()).device
-            test = evaluate_encoded(model, task, encoded["test"], cfg.eval.batch_size,
-                                    tokenizer.pad_token_id or 0, device)
-            metrics["test"] = _scalars(test)
-            metrics["test_report"] = test
-            summary = task.summary(test)
-            task.plots(test, run.root, prefix="test_")
-        method.save(model, tokenizer, run.model)
-        run.write_metrics(metrics)
-        from .evaluation.plots import learning_curve
-
-        learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
-        write_model_card(run, cfg, metrics, summary, task.auto_model_class.__name__)
-        if summary:
-            _say(summary, quiet)
-        _say(f"run folder: {run.root}", quiet)
+        _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
     state.wait_for_everyone()
     return run
+
+
+def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
+                   encoded: dict[str, Any], metrics: dict[str, Any], best: dict[str, Any],
+                   quiet: bool) -> None:
+    """Score the test split, then write the model, metrics, plots and model card."""
+    from .evaluation.plots import learning_curve
+    from .training.loop import evaluate_encoded
+
+    summary = ""
+    if best:
+        metrics["validation"], metrics["validation_report"] = _scalars(best), best
+        summary = task.summary(best)
+        task.plots(best, run.root)
+    if "test" in encoded:
+        device = next(model.parameters()).device
+        test = evaluate_encoded(model, task, encoded["test"], cfg.eval.batch_size,
+                                tokenizer.pad_token_id or 0, device)
+        metrics["test"], metrics["test_report"] = _scalars(test), test
+        summary = task.summary(test)
+        task.plots(test, run.root, prefix="test_")
+    method.save(model, tokenizer, run.model)
+    run.write_metrics(metrics)
+    learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
+    write_model_card(run, cfg, metrics, summary, task.auto_model_class.__name__)
+    if summary:
+        _say(summary, quiet)
+    _say(f"run folder: {run.root}", quiet)
+
+
+def _default_learning_rate(model_path: Path) -> float:
+    from transformers import AutoConfig
+
+    from .training.loop import default_learning_rate
+
+    return default_learning_rate(getattr(AutoConfig.from_pretrained(str(model_path)), "hidden_size", 768))
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
