@@ -174,7 +174,7 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     for name in splits:
         row = report[name]
         stats = row["lengths"]
-        print(f"\n{name}: {row['file']}: {row['rows_read']} rows, {row['errors']} error(s), "
+        print(f"\n{name}: {row['file']}: {row['rows_read']} examples, {row['errors']} error(s), "
               f"{row['warnings']} warning(s)")
         if stats.get("examples"):
             print(f"  tokens per example: mean {stats['tokens_mean']}, median {stats['tokens_p50']}, "
