@@ -148,6 +148,18 @@ def qa_data(tmp_path_factory) -> dict[str, Path]:
     return {"train": squad_file(folder / "train.json", qas), "validation": squad_file(folder / "dev.json", qas[:6])}
 
 
+def make_task(name: str, **overrides):
+    """A task object on the default config; overrides are dotted keys, e.g. {"data.tag_scheme": "iob1"}."""
+    from lmtune.config import Config
+    from lmtune.tasks import get_task
+
+    cfg = Config()
+    cfg.task = name
+    for key, value in overrides.items():
+        cfg.override(key, value)
+    return get_task(cfg)
+
+
 def tiny_config(tiny_model: Path, toy_data: dict, out: Path, **train):
     """A fast config on the tiny model; keyword arguments override train fields."""
     from lmtune.config import Config

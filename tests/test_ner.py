@@ -15,7 +15,7 @@ from lmtune.data.tags import entity_spans, to_iob2
 from lmtune.pipeline import finetune, prepare_data
 from lmtune.tasks import get_task
 from lmtune.tasks.base import Encoded
-from conftest import SHARED_DATA, tiny_config, write_conll
+from conftest import make_task, SHARED_DATA, tiny_config, write_conll
 
 @pytest.fixture(scope="module")
 def ner_run(tiny_model, ner_data, tmp_path_factory):
@@ -25,12 +25,8 @@ def ner_run(tiny_model, ner_data, tmp_path_factory):
     return finetune(cfg, quiet=True)
 
 
-def _task(**data):
-    cfg = Config()
-    cfg.task = "ner"
-    for key, value in data.items():
-        setattr(cfg.data, key, value)
-    return get_task(cfg)
+def _task(**options):
+    return make_task("ner", **{f"data.{k}": v for k, v in options.items()})
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "wnut17").is_dir(), reason="../shared/data/wnut17 not present")

@@ -13,17 +13,13 @@ from lmtune.data.records import Record
 from lmtune.evaluation.squad_metrics import normalize_answer, squad_scores
 from lmtune.pipeline import finetune, prepare_data
 from lmtune.tasks import get_task
-from conftest import QA_CONTEXT, squad_file, tiny_config
+from conftest import make_task, QA_CONTEXT, squad_file, tiny_config
 
 CONTEXT = QA_CONTEXT
 
 
-def _task(**eval_options):
-    cfg = Config()
-    cfg.task = "qa"
-    for key, value in eval_options.items():
-        setattr(cfg.eval, key, value)
-    return get_task(cfg)
+def _task(**options):
+    return make_task("qa", **{f"eval.{k}": v for k, v in options.items()})
 
 
 def test_squad_json_and_jsonl_read_alike(tmp_path):
