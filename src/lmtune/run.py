@@ -53,9 +53,6 @@ class RunFolder:
             raise FileNotFoundError(f"{self.root}: not an lmtune run folder (no config.yaml)")
         return Config.from_yaml(self.config)
 
-    def read_metrics(self) -> dict[str, Any]:
-        return json.loads(self.metrics.read_text()) if self.metrics.is_file() else {}
-
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         self.metrics.write_text(json.dumps(metrics, indent=1))
 

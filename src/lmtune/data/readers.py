@@ -37,10 +37,11 @@ def read_table(path: str | Path) -> Dataset:
     if fmt == "parquet":
         return _read_parquet(path)
     if path.suffix.lower() == ".json":
-        from .squad import is_squad, read_squad
+        from .squad import read_squad
 
-        if is_squad(path):
-            return read_squad(path)
+        squad = read_squad(path)  # None unless the file is one JSON object with a "data" list
+        if squad is not None:
+            return squad
     lines, issues = decode_lines(path)
     if fmt == "jsonl":
         return _read_jsonl(path, lines, issues)

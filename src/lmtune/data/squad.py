@@ -9,24 +9,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import DataIssue, Dataset, Record
+from .records import Dataset, Record
 
 
-def is_squad(path: Path) -> bool:
-    """A .json file whose top level is an object with a `data` list of articles."""
-    with open(path, "rb") as handle:
-        head = handle.read(4096).lstrip()
-    return head.startswith(b"{") and b'"data"' in head and not head.rstrip().endswith(b"}\n{")
-
-
-def read_squad(path: str | Path) -> Dataset:
+def read_squad(path: str | Path) -> Dataset | None:
+    """The questions of a SQuAD file; None when the file is not SQuAD (e.g. JSON lines)."""
     path = Path(path)
     try:
         document = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Dataset(str(path), [], [DataIssue("error", str(path), None, None,
-                                                 f"not a readable SQuAD JSON file: {exc}")])
-    records, issues, position = [], [], 0
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # not one JSON document: the JSONL reader reports line by line
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        return None
+    records, position = [], 0
     for article in document.get("data", []):
         for paragraph in article.get("paragraphs", []):
             for qa in paragraph.get("qas", []):
@@ -38,4 +33,4 @@ def read_squad(path: str | Path) -> Dataset:
                                        "title": article.get("title", ""),
                                        "is_impossible": bool(qa.get("is_impossible", False))},
                                       str(path), position))
-    return Dataset(str(path), records, issues, ["id", "question", "context", "answers", "title"])
+    return Dataset(str(path), records, [], ["id", "question", "context", "answers", "title"])
