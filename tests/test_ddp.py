@@ -19,11 +19,13 @@ from conftest import tiny_config
 pytestmark = pytest.mark.slow
 
 
-def test_two_processes_match_one(no_dropout_model, toy_data, tmp_path):
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_two_processes_match_one(method, no_dropout_model, toy_data, tmp_path):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert launcher, "accelerate's launcher is installed with lmtune"
     common = dict(epochs=2, eval_strategy="epoch")
     ddp_cfg = tiny_config(no_dropout_model, toy_data, tmp_path / "ddp", batch_size=8, **common)
+    ddp_cfg.method.name = method
     ddp_cfg.save(tmp_path / "ddp.yaml")
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -36,8 +38,9 @@ def test_two_processes_match_one(no_dropout_model, toy_data, tmp_path):
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    single = finetune(tiny_config(no_dropout_model, toy_data, tmp_path / "one", batch_size=16,
-                                  **common), quiet=True)
+    single_cfg = tiny_config(no_dropout_model, toy_data, tmp_path / "one", batch_size=16, **common)
+    single_cfg.method.name = method
+    single = finetune(single_cfg, quiet=True)
     ddp_run = tmp_path / "ddp" / "run"
     ddp_metrics = json.loads((ddp_run / "metrics.json").read_text())
     assert ddp_metrics["training"]["processes"] == 2

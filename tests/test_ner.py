@@ -184,3 +184,16 @@ def test_balanced_class_weights_favour_rare_tags(ner_data):
     logits = __import__("torch").zeros((1, 2, len(task.labels)))
     labels = __import__("torch").tensor([[0, task.labels.index("B-location")]])
     assert float(task.loss(logits, labels)) == pytest.approx(np.log(len(task.labels)))
+
+
+def test_decoding_keeps_entities_whole_where_argmax_would_break_them():
+    from lmtune.data.tags import best_valid_tags
+
+    labels = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    probs = np.array([[0.50, 0.45, 0.01, 0.02, 0.02],   # argmax O, then I-loc I-loc: strict
+                      [0.05, 0.05, 0.80, 0.05, 0.05],   # scoring would drop a broken entity
+                      [0.05, 0.05, 0.60, 0.25, 0.05],
+                      [0.05, 0.05, 0.10, 0.05, 0.75]])  # I-per right after I-loc is invalid
+    tags = best_valid_tags(np.log(probs), labels)
+    assert tags == ["B-loc", "I-loc", "B-per", "I-per"]  # the valid path with the most probability
+    assert best_valid_tags(np.log(probs[:0]), labels) == []

@@ -1,4 +1,4 @@
-"""The `lmtune` command: train, evaluate, predict, data check.
+"""The `lmtune` command: train, evaluate, predict, generate, export, data check.
 
 Flags and the YAML config are the same schema: any field is `--group.field value`
 (e.g. `--train.epochs 2`), and the common data/model flags have short forms.
@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 from .config import Config, ConfigError
 
@@ -32,6 +32,19 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multi-label", action="store_true", default=None,
                         help="labels are lists (or --label-separator joined); sigmoid + per-label F1")
     parser.add_argument("--config", help="YAML config (groups: model, data, method, train, eval)")
+
+
+def _add_prompting_flags(parser: argparse.ArgumentParser) -> None:
+    """Using a pretrained model without a run: prompt-based classification, or generation."""
+    parser.add_argument("--model", help="a pretrained model (alias, folder, hub id) instead of a run")
+    parser.add_argument("--task", help="with --model: generation")
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="classify by prompting --model (decoder: label likelihood; encoder: similarity)")
+    parser.add_argument("--labels", help="a,b,c or value=word pairs (0=negative,1=positive)")
+    parser.add_argument("--shots", type=int, default=0, help="in-context examples (few-shot)")
+    parser.add_argument("--shots-from", help="labeled file to draw the examples from")
+    parser.add_argument("--text-column", help="text field of --data / --shots-from (default text)")
+    parser.add_argument("--label-column", help="label field of --data / --shots-from (default label)")
 
 
 def _overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
@@ -81,7 +94,66 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .pipeline import evaluate
 
-    evaluate(args.run, args.data)
+    if args.zero_shot:
+        return _evaluate_prompted(args)
+    if args.run is None and args.model is None:
+        raise ConfigError("give a run folder, or --model with --zero-shot (or --task generation)")
+    evaluate(args.run, args.data, base=None if args.run else _base_config(args))
+    return 0
+
+
+def _base_config(args: argparse.Namespace) -> Config:
+    """A config for using a pretrained model as it is (no run folder): generation only."""
+    cfg = Config()
+    cfg.model.name, cfg.task = args.model, args.task or "generation"
+    if cfg.task != "generation":
+        raise ConfigError(f"--model without a run folder works for --task generation, or with "
+                          f"--zero-shot for classification; a {cfg.task} head would be untrained")
+    if getattr(args, "max_length", None):
+        cfg.model.max_length = int(args.max_length)
+    return cfg
+
+
+def _scorer(args: argparse.Namespace) -> Any:
+    """The prompt-based classifier for --zero-shot (with --shots K examples from --shots-from)."""
+    from .prompting import LabelSet, draw_shots, load_scorer
+
+    if not args.model or not args.labels:
+        raise ConfigError("--zero-shot needs --model (a decoder or an encoder) and --labels a,b,...")
+    labels = LabelSet.parse(args.labels)
+    shots = []
+    if args.shots:
+        if not args.shots_from:
+            raise ConfigError("--shots K needs --shots-from FILE (labeled examples to draw from)")
+        from .data import read_table
+
+        records = read_table(args.shots_from).records
+        shots = draw_shots(records, lambda r: str(r.fields.get(args.text_column or "text", "")),
+                           lambda r: str(r.fields.get(args.label_column or "label", "")), labels, args.shots)
+    return load_scorer(args.model, labels, shots)
+
+
+def _evaluate_prompted(args: argparse.Namespace) -> int:
+    from .data import read_table
+    from .evaluation.metrics import format_report
+    from .prompting import evaluate as evaluate_prompted
+
+    text_field, label_field = args.text_column or "text", args.label_column or "label"
+    dataset = read_table(args.data)
+    rows = dataset.records[: args.limit] if args.limit else dataset.records
+    scorer = _scorer(args)
+    known = set(scorer.labels.values)
+    for record in rows:
+        if str(record.fields.get(label_field)) not in known:
+            raise ValueError(f"{record.where}: label {record.fields.get(label_field)!r} is not in "
+                             f"--labels ({', '.join(scorer.labels.values)})")
+    metrics = evaluate_prompted(scorer, [str(r.fields[text_field]) for r in rows],
+                                [str(r.fields[label_field]) for r in rows])
+    shots = f"{args.shots}-shot" if args.shots else "zero-shot"
+    print(format_report(metrics, title=f"{args.model}, {shots}, {len(rows)} examples of {args.data}"))
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(metrics, handle, indent=1)
     return 0
 
 
@@ -106,6 +178,17 @@ def _read_inputs(path: str, text_field: str, pair_field: str | None) -> tuple[li
 def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .inference.predictor import load
 
+    if args.zero_shot:
+        from .prompting import predictions
+
+        if not args.texts:
+            raise ConfigError("give texts to classify")
+        for text, prediction in zip(args.texts, predictions(_scorer(args), args.texts)):
+            print(json.dumps({"text": text, "prediction": prediction}) if args.json
+                  else f"{prediction['label']}\t{prediction['score']:.4f}\t{text}")
+        return 0
+    if args.run is None:
+        raise ConfigError("give a run folder (or --model with --zero-shot --labels ...)")
     predictor = load(args.run)
     data = predictor.cfg.data
     options = {"top_k": args.top_k} if args.top_k != 1 else {}
@@ -146,6 +229,50 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
         if args.output:
             out.close()
             print(f"wrote {len(predictions)} predictions to {args.output}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Generate from a run (or a base model with --model); streams tokens for a single prompt."""
+    from .inference.predictor import load, load_base
+
+    if args.run is None and args.model is None:
+        raise ConfigError("give a run folder, or --model (e.g. smollm2)")
+    predictor = load(args.run) if args.run else load_base(_base_config(args))
+    if predictor.task.name != "generation":
+        raise ConfigError(f"{args.run} is a {predictor.task.name} run; use lmtune predict")
+    options = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
+                                 ("top_p", args.top_p), ("stop", args.stop), ("seed", args.seed)) if v is not None}
+    if args.input:
+        from .data import read_table
+
+        records = read_table(args.input).records
+        items = [r.fields.get("messages") or r.fields.get(predictor.cfg.data.prompt_column, "") for r in records]
+    elif args.prompts:
+        items = list(args.prompts)
+    else:
+        raise ConfigError("give prompts, or --input FILE (JSONL with prompt or messages)")
+    stream = len(items) == 1 and not (args.output or args.json or args.no_stream)
+    outputs = predictor.predict(items, stream=stream, **options)
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        for item, output in zip(items, outputs):
+            if args.output or args.json:
+                out.write(json.dumps({"input": item, **output}) + "\n")
+            elif not stream:
+                out.write(output["generated_text"] + "\n")
+    finally:
+        if args.output:
+            out.close()
+            print(f"wrote {len(outputs)} generations to {args.output}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .export import export_merged
+
+    out = export_merged(args.run, args.output)
+    print(f"merged model written to {out} (loads with plain transformers)")
     return 0
 
 
@@ -201,12 +328,31 @@ def make_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", allow_abbrev=False, help="score a run on labeled data")
-    evaluate.add_argument("run")
+    evaluate.add_argument("run", nargs="?")
     evaluate.add_argument("--data", required=True, help="labeled file (same columns as training)")
+    evaluate.add_argument("--limit", type=int, help="zero-shot: the first N rows only")
+    evaluate.add_argument("--output", help="zero-shot: write the metrics JSON here")
+    _add_prompting_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
+    generate = sub.add_parser("generate", allow_abbrev=False, help="generate text with a generation run")
+    generate.add_argument("run", nargs="?")
+    generate.add_argument("prompts", nargs="*")
+    generate.add_argument("--model", help="a base model instead of a run (e.g. smollm2)")
+    generate.add_argument("--input", help="JSONL with prompt (or messages) per line")
+    generate.add_argument("--output", help="write JSONL generations here")
+    generate.add_argument("--json", action="store_true", help="print JSON lines")
+    generate.add_argument("--max-new-tokens", type=int)
+    generate.add_argument("--temperature", type=float, help="0: greedy (default); > 0: sampling")
+    generate.add_argument("--top-p", type=float)
+    generate.add_argument("--stop", help="stop string")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--max-length", type=int, help="with --model: longest prompt in tokens")
+    generate.add_argument("--no-stream", action="store_true", help="print the text when it is complete")
+    generate.set_defaults(func=cmd_generate, task="generation")
+
     predict = sub.add_parser("predict", allow_abbrev=False, help="predict with a run")
-    predict.add_argument("run")
+    predict.add_argument("run", nargs="?")
     predict.add_argument("texts", nargs="*")
     predict.add_argument("--pair", help="second text, for text-pair models")
     predict.add_argument("--question", help="QA: the question (with --context)")
@@ -215,7 +361,15 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file of inputs")
     predict.add_argument("--output", help="write JSONL predictions here")
     predict.add_argument("--json", action="store_true", help="print JSON lines")
+    _add_prompting_flags(predict)
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", allow_abbrev=False, help="export a run for use outside lmtune")
+    export.add_argument("run")
+    export.add_argument("--merge", action="store_true", required=True,
+                        help="fold a LoRA/AdaLoRA/IA3 adapter into a standalone transformers model")
+    export.add_argument("--output", help="folder to write (default <run>/merged)")
+    export.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -228,6 +382,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "model", None) and getattr(args, "run", None) and args.command in ("predict", "generate"):
+        # With --model there is no run folder: the first positional is an input text.
+        field = "texts" if args.command == "predict" else "prompts"
+        setattr(args, field, [args.run, *getattr(args, field)])
+        args.run = None
     if extra and args.func not in (cmd_train, cmd_data_check):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .data.records import DataError

@@ -1,6 +1,6 @@
 """One typed config: the YAML file, the CLI flags and the Python API all fill the same dataclasses.
 
-Groups: model, data, method, train, eval. A YAML file mirrors the groups; CLI overrides are
+Groups: model, data, method (with lora, ia3, prompt settings), train, eval, generation. A YAML file mirrors the groups; CLI overrides are
 `--group.field value` (dashes or underscores), plus a few shorthands for the common data flags.
 """
 
@@ -41,13 +41,39 @@ class DataConfig:
     tag_scheme: str = "auto"  # ner: auto | iob1 | iob2 | bioes (auto: BIOES if S-/E- tags, else IOB2)
     label_all_tokens: bool = False  # ner: label every word piece, not just the first
     window_overlap: int = 32  # ner: word pieces shared by consecutive windows of a long input
+    prompt_column: str = "prompt"  # generation: prompt/response fields, or chat `messages`
+    response_column: str = "response"
+    chat_template: str = "auto"  # generation: auto (the tokenizer's, when it has one) | none
+    packing: bool = False  # generation: pack short examples into one sequence (isolated attention)
 
 
 @dataclass
 class MethodConfig:
-    name: str = "full"  # full | freeze
+    name: str = "full"  # full | freeze | lora | adalora | ia3 | prefix | prompt
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # freeze the lower N encoder layers
+    modules_to_save: Optional[str] = None  # adapters: extra modules that train fully (comma list)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA and AdaLoRA (for AdaLoRA, r is the average rank it ends with)."""
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: Optional[str] = None  # comma list, or all-linear; None: per-architecture default
+
+
+@dataclass
+class Ia3Settings:
+    target_modules: Optional[str] = None  # None: per-architecture default
+    feedforward_modules: Optional[str] = None
+
+
+@dataclass
+class PromptSettings:
+    """Prefix tuning and prompt tuning."""
+    num_virtual_tokens: int = 20
 
 
 @dataclass
@@ -89,13 +115,26 @@ class EvalConfig:
 
 
 @dataclass
+class GenerationSettings:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy; > 0: sampling
+    top_p: float = 1.0
+    stop: Optional[str] = None  # stop string (generation ends at its first occurrence)
+    batch_size: int = 8
+
+
+@dataclass
 class Config:
     task: str = "classification"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    ia3: Ia3Settings = field(default_factory=Ia3Settings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,6 +236,7 @@ def validate(cfg: Config) -> None:
         "train.eval_strategy": (cfg.train.eval_strategy, ("epoch", "steps", "no")),
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
         "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "iob1", "iob2", "bioes")),
+        "data.chat_template": (cfg.data.chat_template, ("auto", "none")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -207,5 +247,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
     if not 0.0 <= cfg.data.validation_split < 1.0:
         raise ConfigError("data.validation_split must be in [0, 1)")
+    if cfg.data.packing and cfg.method.name in ("prefix", "prompt"):
+        raise ConfigError(f"data.packing cannot be used with --method {cfg.method.name}: its virtual "
+                          "tokens would be shared by every packed example; use lora, or no packing")
     if cfg.data.train is None:
         raise ConfigError("no training data: pass --train FILE (or data.train in the YAML config)")

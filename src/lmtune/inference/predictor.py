@@ -10,6 +10,7 @@ import torch
 
 from ..config import Config
 from ..data.records import Record
+from ..methods import get_method
 from ..models import load_tokenizer, quiet_transformers
 from ..run import RunFolder
 from ..tasks import get_task
@@ -56,16 +57,15 @@ class Predictor:
             pairs = [pairs]
         if not texts:
             return []
-        logits, encoded = self.logits(self._records(texts, pairs))
-        return self.task.decode(logits, encoded, **options)
+        return self.task.predict_records(self, self._records(texts, pairs), **options)
 
     def evaluate_records(self, records: Sequence[Record]) -> dict[str, Any]:
-        logits, encoded = self.logits(records, with_labels=True)
-        return self.task.metrics(logits, encoded)
+        return self.task.evaluate_records(self, records)
 
 
 def load(run_dir: str | Path, device: str | None = None) -> Predictor:
-    """Load a run folder written by `finetune` (the model in <run>/model)."""
+    """Load a run folder written by `finetune` (the model in <run>/model). Adapter runs load
+    their base model once per process, shared by every adapter run over it."""
     quiet_transformers()
     run = RunFolder(Path(run_dir))
     cfg = run.load_config()
@@ -73,7 +73,20 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
         raise FileNotFoundError(f"{run.root}: the run has no saved model yet (model/ is missing); "
                                 "finish or resume training first")
     task = get_task(cfg)
-    model = task.auto_model_class.from_pretrained(str(run.model))
+    model = get_method(cfg).load(run.model, task.auto_model_class)
     task.restore(model.config)
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Predictor(model.to(target), load_tokenizer(run.model), task, cfg)
+
+
+def load_base(cfg: Config, device: str | None = None) -> Predictor:
+    """A pretrained model used as it is, for the task in `cfg` (generation: the zero-shot
+    baseline that a tuned run is compared with)."""
+    from ..models import resolve_model
+
+    quiet_transformers()
+    path = resolve_model(cfg.model.name)
+    task = get_task(cfg)
+    model = task.auto_model_class.from_pretrained(str(path))
+    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Predictor(model.to(target), load_tokenizer(path), task, cfg)

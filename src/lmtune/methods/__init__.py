@@ -10,6 +10,11 @@ from .base import Method, count_parameters
 METHODS = {
     "full": "lmtune.methods.full:FullMethod",
     "freeze": "lmtune.methods.freeze:FreezeMethod",
+    "lora": "lmtune.methods.adapters:LoraMethod",
+    "adalora": "lmtune.methods.adapters:AdaLoraMethod",
+    "ia3": "lmtune.methods.adapters:Ia3Method",
+    "prefix": "lmtune.methods.adapters:PrefixMethod",
+    "prompt": "lmtune.methods.adapters:PromptMethod",
 }
 
 __all__ = ["Method", "count_parameters", "get_method", "METHODS"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from torch import nn
 
@@ -21,7 +21,7 @@ def transformer_layers(model: Any) -> nn.ModuleList:
 class FreezeMethod(Method):
     name = "freeze"
 
-    def prepare(self, model: Any) -> Any:
+    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0) -> Any:
         method = self.cfg.method
         if method.freeze_embeddings:
             embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()

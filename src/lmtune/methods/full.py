@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from .base import Method
 
@@ -10,7 +10,7 @@ from .base import Method
 class FullMethod(Method):
     name = "full"
 
-    def prepare(self, model: Any) -> Any:
+    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0) -> Any:
         for param in model.parameters():
             param.requires_grad_(True)
         return model

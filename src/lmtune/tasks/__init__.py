@@ -11,6 +11,7 @@ TASKS = {
     "classification": "lmtune.tasks.classification:ClassificationTask",
     "ner": "lmtune.tasks.ner:NerTask",
     "qa": "lmtune.tasks.qa:QuestionAnsweringTask",
+    "generation": "lmtune.tasks.generation:GenerationTask",
 }
 
 

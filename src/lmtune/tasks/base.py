@@ -39,6 +39,7 @@ class Encoded:
 class Task(ABC):
     name: ClassVar[str]
     default_metric: ClassVar[str] = "accuracy"
+    greater_is_better: ClassVar[bool] = True  # for default_metric
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -71,6 +72,21 @@ class Task(ABC):
     def model_logits(self, outputs: Any) -> torch.Tensor:
         """The tensor the loss, metrics and predictions read from the model's outputs."""
         return outputs.logits
+
+    def feature_outputs(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """What evaluation keeps per feature for `metrics`: the logits by default (a language
+        model keeps per-example loss sums instead of vocabulary-sized logits)."""
+        return logits
+
+    def predict_records(self, predictor: Any, records: Sequence[Record], **options: Any) -> list[Any]:
+        """Predictions for records: one forward pass, then `decode`."""
+        logits, encoded = predictor.logits(records)
+        return self.decode(logits, encoded, **options)
+
+    def evaluate_records(self, predictor: Any, records: Sequence[Record]) -> dict[str, Any]:
+        """Metrics for labeled records with a trained model (`lmtune evaluate`)."""
+        logits, encoded = predictor.logits(records, with_labels=True)
+        return self.metrics(logits, encoded)
 
     @abstractmethod
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
-from ..data.tags import detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
+from ..data.tags import best_valid_tags, detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
 from ..data.words import join_words, split_words
 from ..training.batching import IGNORE_INDEX
 from .base import Encoded, Task
@@ -206,13 +206,15 @@ class NerTask(Task):
                     probs[r][w] = row_probs[p]
         return probs
 
+    def best_tags(self, probs: np.ndarray) -> list[str]:
+        return best_valid_tags(np.log(np.maximum(probs, 1e-12)), self.labels)
+
     def metrics(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
         from seqeval.metrics import classification_report
         from seqeval.scheme import IOB2
 
-        predicted = [[self.labels[i] for i in p.argmax(-1)] for p in self.word_probs(logits, encoded)]
+        predicted = [self.best_tags(p) for p in self.word_probs(logits, encoded)]
         gold = [self.tags(r) for r in encoded.records]
-        predicted = [_repair(tags) for tags in predicted]
         report = classification_report(gold, predicted, mode="strict", scheme=IOB2,
                                         output_dict=True, zero_division=0)
         kinds = sorted(k for k in report if k not in ("micro avg", "macro avg", "weighted avg"))
@@ -243,8 +245,8 @@ class NerTask(Task):
         results = []
         for record, probs in zip(encoded.records, self.word_probs(logits, encoded)):
             words, spans, text = self.words(record)
-            tags = _repair([self.labels[i] for i in probs.argmax(-1)])
-            confidence = probs.max(-1)
+            tags = self.best_tags(probs)
+            confidence = probs[np.arange(len(tags)), [self.labels.index(t) for t in tags]]
             entities = []
             for kind, first, last in entity_spans(tags):
                 start, end = spans[first][0], spans[last - 1][1]
@@ -275,18 +277,6 @@ def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[i:i + len(plain)] == plain:
             return full[:i], full[i + len(plain):]
     return [], []
-
-
-def _repair(tags: list[str]) -> list[str]:
-    """Predicted I- tags that open an entity are read as B- (strict IOB2 would drop them)."""
-    out, previous = [], "O"
-    for tag in tags:
-        prefix, kind = split_tag(tag)
-        if prefix == "I" and split_tag(previous)[1] != kind:
-            tag = f"B-{kind}"
-        out.append(tag)
-        previous = tag
-    return out
 
 
 def _windows(word_ids: list[int | None], room: int, overlap: int) -> list[tuple[int, int]]:

@@ -58,6 +58,8 @@ def collate(features: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
         ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
         mask[row, :n] = 1
     batch["input_ids"], batch["attention_mask"] = ids, mask
+    if "segments" in features[0]:  # packed examples: each attends only to itself
+        batch["position_ids"], batch["attention_mask"] = packed_positions_and_mask(features, longest)
     if "token_type_ids" in features[0]:
         types = torch.zeros((len(features), longest), dtype=torch.long)
         for row, feature in enumerate(features):
@@ -75,3 +77,24 @@ def collate(features: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
         else:  # one class id per example, or a multi-hot float vector
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(first, list) else torch.long)
     return batch
+
+
+def packed_positions_and_mask(features: Sequence[dict[str, Any]], longest: int
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids restarting at each packed example, and a 4-D additive causal mask that is
+    block-diagonal over examples (0 where attention is allowed, the dtype minimum elsewhere)."""
+    segments = torch.zeros((len(features), longest), dtype=torch.long)  # 0: padding
+    for row, feature in enumerate(features):
+        segments[row, : len(feature["segments"])] = torch.tensor(feature["segments"])
+    positions = torch.zeros_like(segments)
+    for row, feature in enumerate(features):
+        start = 0
+        for length in feature["segment_lengths"]:
+            positions[row, start:start + length] = torch.arange(length)
+            start += length
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
+    causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+    allowed = same & causal
+    allowed |= torch.eye(longest, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
+    mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return positions, mask[:, None]

@@ -96,9 +96,12 @@ def _prune(root: Path) -> None:
 
 
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any]) -> Path:
-    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, data position."""
+                    state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, data position,
+    and the method's own training state (`extra`: AdaLoRA's importance statistics)."""
     def write(folder: Path) -> None:
+        if extra:
+            torch.save(extra, folder / "method.pt")
         save_model(model, str(folder / "model.safetensors"))
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
@@ -114,6 +117,11 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, schedu
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
     return json.loads((folder / "state.json").read_text())
+
+
+def load_extra(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "method.pt"
+    return torch.load(path, weights_only=True) if path.is_file() else {}
 
 
 def save_best(root: Path, model: torch.nn.Module, step: int, metrics: dict[str, Any]) -> Path:

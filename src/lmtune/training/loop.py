@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..methods.base import Method
 from ..tasks.base import Encoded, Feature, Task
 from . import checkpoint as ckpt
 from .batching import collate, epoch_batches, shard, shard_micro
@@ -92,11 +93,12 @@ def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_si
             batch = {k: v.to(device) for k, v in batch.items()}
             context = autocast() if autocast else torch.autocast("cpu", enabled=False)
             with context:
-                logits = task.model_logits(model(**batch))
+                logits = forward_logits(model, task, batch)
             if labels is not None:
                 loss_sum += float(task.loss(logits, labels.to(device))) * len(index)
                 counted += len(index)
-            for i, row in zip(index, logits.float().cpu().numpy()):
+            kept = task.feature_outputs(logits, labels.to(device) if labels is not None else None)
+            for i, row in zip(index, kept.float().cpu().numpy()):
                 # Per-token logits are cut back to the example's own length (no padding).
                 outputs[i] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row
     model.train(was_training)
@@ -123,9 +125,24 @@ def _is_better(value: float, loss: float | None, best: float | None, best_loss: 
     return loss is not None and best_loss is not None and loss < best_loss
 
 
+def planned_steps(num_features: int, cfg: Config, world: int = 1) -> int:
+    """Optimizer steps a run will take (train.max_steps, else epochs x steps per epoch)."""
+    tc = cfg.train
+    return tc.max_steps or math.ceil(tc.epochs * math.ceil(num_features / (tc.batch_size * world * tc.grad_accum)))
+
+
+def forward_logits(model: torch.nn.Module, task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The task's logits for a batch. Prompt-tuning methods prepend virtual tokens; per-token
+    logits drop those positions so they line up with the input again."""
+    logits = task.model_logits(model(**batch))
+    extra = logits.shape[1] - batch["input_ids"].shape[1] if logits.dim() > 2 else 0
+    return logits[:, extra:] if extra > 0 else logits
+
+
 def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
           eval_data: Encoded | None, cfg: Config, run_dir: Path, pad_id: int,
-          resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
+          resume: bool = False, callbacks: Sequence[Callback] = (),
+          method: Method | None = None) -> TrainResult:
     """Train `model` on `train_features`; keep the best weights (by cfg.train.metric_for_best)."""
     tc = cfg.train
     precision = resolve_precision(tc.mixed_precision)
@@ -139,7 +156,7 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
     # the data order depends only on that size, so accumulation and DDP match one big batch.
     step_batch = tc.batch_size * world * tc.grad_accum
     steps_per_epoch = math.ceil(len(train_features) / step_batch)
-    total_steps = tc.max_steps or math.ceil(tc.epochs * steps_per_epoch)
+    total_steps = planned_steps(len(train_features), cfg, world)
     evaluate_now = eval_data is not None and tc.eval_strategy != "no"
 
     model.to(device)
@@ -157,6 +174,8 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
         if latest is None:
             raise FileNotFoundError(f"{ckpt_root}: no checkpoint to resume from")
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
+        if method is not None:
+            method.load_training_state(ckpt.load_extra(latest))
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     autocast = accelerator.autocast
@@ -170,9 +189,10 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
                                    cfg.eval.batch_size, pad_id, device, autocast)
         scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         row = {"kind": "eval", "step": state["step"], "epoch": state["step"] / steps_per_epoch, **scalar}
-        key = tc.metric_for_best if tc.metric_for_best in metrics else task.default_metric
+        chosen = tc.metric_for_best in metrics
+        key = tc.metric_for_best if chosen else task.default_metric
         if _is_better(metrics[key], metrics.get("loss"), state["best_metric"], state.get("best_loss"),
-                      tc.greater_is_better):
+                      tc.greater_is_better if chosen else task.greater_is_better):
             state.update(best_metric=metrics[key], best_loss=metrics.get("loss"),
                          best_step=state["step"], bad_evals=0)
             if main:
@@ -188,7 +208,8 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
 
     def save() -> None:
         if main:
-            ckpt.save_checkpoint(ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state)
+            ckpt.save_checkpoint(ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state,
+                                 method.training_state() if method is not None else None)
         accelerator.wait_for_everyone()
 
     window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
@@ -216,16 +237,18 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
                 context = accelerator.no_sync(model) if (not sync and world > 1) else contextlib.nullcontext()
                 with context:
                     with autocast():
-                        logits = task.model_logits(model(**batch))
+                        logits = forward_logits(model, task, batch)
                     loss = task.loss(logits, labels) * scale
                     accelerator.backward(loss)
                 window_loss += float(loss.detach()) * group_examples / world  # = mean * len(local)
                 window_count += len(local) if scale else 0
                 window_samples += len(global_indices)
-                window_tokens += int(batch["attention_mask"].sum()) * world
+                window_tokens += sum(len(train_features[i]["input_ids"]) for i in local) * world
             if tc.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
             optimizer.step()
+            if method is not None:
+                method.after_optimizer_step(state["step"] + 1)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             position += 1

@@ -1,0 +1,202 @@
+"""Prompt-based classification without training: zero-shot and few-shot (k examples in context).
+
+- A decoder (causal LM) scores each label's likelihood as the answer to an instruction prompt,
+  so its prediction is always one of the labels (no parsing of free text).
+- An encoder embeds the text and each label's description (mean pooling) and picks the most
+  similar label; with shots, each label's examples join its description in the label's centroid.
+
+Both return the same predictions and metrics as a fine-tuned classifier, so a user can see what
+fine-tuning buys.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+INSTRUCTION = "Classify the text. Answer with one of: {labels}."
+CONTENT_FREE = ["N/A", "", "[MASK]"]  # inputs that carry no evidence for any label
+
+
+class Calibrated:
+    """Contextual calibration (Zhao et al., 2021): a prompt favours some labels whatever the
+    text; subtracting the scores of content-free inputs removes that bias (on SST-2 with
+    SmolLM2 zero-shot: 0.47 -> 0.67 accuracy on 200 dev rows)."""
+
+    calibrate = True
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def label_scores(self, texts: Sequence[str]) -> np.ndarray:
+        scores = self.scores(texts)
+        if self.calibrate and len(texts):
+            if getattr(self, "_bias", None) is None:
+                self._bias = self.scores(CONTENT_FREE).mean(0)
+            scores = scores - self._bias
+        return scores
+
+
+@dataclass
+class LabelSet:
+    """Label values as they appear in the data, and the words the model sees for them."""
+
+    values: list[str]
+    words: list[str]
+
+    @classmethod
+    def parse(cls, spec: str) -> "LabelSet":
+        """"positive,negative" or "0=negative,1=positive" (data value = word)."""
+        values, words = [], []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            value, _, word = part.partition("=")
+            values.append(value.strip())
+            words.append((word or value).strip())
+        if len(values) < 2:
+            raise ValueError(f"--labels {spec!r}: give at least two labels, e.g. positive,negative")
+        return cls(values, words)
+
+
+def draw_shots(records: Sequence[Any], text_of: Any, label_of: Any, labels: LabelSet, k: int,
+               seed: int = 0) -> list[tuple[str, str]]:
+    """k (text, label value) examples, balanced over labels, in a seeded random order."""
+    rng = random.Random(seed)
+    by_label = {v: [r for r in records if label_of(r) == v] for v in labels.values}
+    shots: list[tuple[str, str]] = []
+    for i in range(k):
+        value = labels.values[i % len(labels.values)]
+        pool = by_label.get(value) or []
+        if pool:
+            shots.append((text_of(pool.pop(rng.randrange(len(pool)))), value))
+    rng.shuffle(shots)
+    return shots
+
+
+class DecoderScorer(Calibrated):
+    """Zero/few-shot with a causal LM: log-likelihood of each label word as the answer."""
+
+    def __init__(self, model: Any, tokenizer: Any, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
+                 instruction: str = INSTRUCTION, batch_size: int = 16):
+        self.model, self.tokenizer, self.labels = model.eval(), tokenizer, labels
+        self.batch_size = batch_size
+        word = dict(zip(labels.values, labels.words))
+        examples = "".join(f"Text: {text}\nAnswer: {word[value]}\n\n" for text, value in shots)
+        self.prefix = instruction.format(labels=", ".join(labels.words)) + "\n\n" + examples
+        self.label_ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in labels.words]
+
+    def prompt_ids(self, text: str) -> list[int]:
+        content = f"{self.prefix}Text: {text}"
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                                        tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(content + "\nAnswer:", add_special_tokens=True)["input_ids"]
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(texts x labels) summed log-probabilities of each label's tokens after the prompt."""
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        single = all(len(ids) == 1 for ids in self.label_ids)
+        rows = []  # (text index, label index or None for "all single-token labels at once", ids)
+        for t, text in enumerate(texts):
+            prompt = self.prompt_ids(text)
+            if single:
+                rows.append((t, None, prompt))
+            else:
+                rows += [(t, j, prompt + ids) for j, ids in enumerate(self.label_ids)]
+        out = np.zeros((len(texts), len(self.label_ids)))
+        with torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                longest = max(len(r[2]) for r in chunk)
+                ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, (_, _, seq) in enumerate(chunk):  # left padding: every prompt ends at -1
+                    ids[i, longest - len(seq):] = torch.tensor(seq)
+                    mask[i, longest - len(seq):] = 1
+                logprobs = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)
+                                      ).logits.float().log_softmax(-1).cpu()
+                for i, (t, j, seq) in enumerate(chunk):
+                    if j is None:
+                        out[t] = [float(logprobs[i, -1, ids_[0]]) for ids_ in self.label_ids]
+                    else:
+                        n = len(self.label_ids[j])
+                        targets = torch.tensor(self.label_ids[j])
+                        steps = logprobs[i, longest - n - 1:longest - 1]
+                        out[t, j] = float(steps.gather(1, targets[:, None]).sum())
+        return out
+
+
+class EncoderSimilarity(Calibrated):
+    """Zero/few-shot with an encoder: cosine similarity to each label's description (and shots)."""
+
+    calibrate = False  # no prompt to be biased by (measured: 0.735 calibrated vs 0.74 raw)
+
+    def __init__(self, model: Any, tokenizer: Any, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
+                 description: str = "{label}", batch_size: int = 64):
+        self.model, self.tokenizer, self.labels, self.batch_size = model.eval(), tokenizer, labels, batch_size
+        centroids = []
+        for value, word in zip(labels.values, labels.words):
+            texts = [description.format(label=word)] + [t for t, v in shots if v == value]
+            centroids.append(self.embed(texts).mean(0))
+        self.centroids = np.stack(centroids)
+        self.centroids /= np.linalg.norm(self.centroids, axis=1, keepdims=True)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled, L2-normalised last hidden states (the sentence-transformers recipe)."""
+        device = next(self.model.parameters()).device
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
+                                       max_length=256, return_tensors="pt").to(device)
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"][..., None].float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, 1))
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts) @ self.centroids.T * 20.0  # a temperature for readable probabilities
+
+
+def load_scorer(model_ref: str, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
+                **options: Any) -> DecoderScorer | EncoderSimilarity:
+    """A decoder scores labels; an encoder compares embeddings. Picked from the model's config."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from .models import load_tokenizer, quiet_transformers, resolve_model
+
+    quiet_transformers()
+    path = resolve_model(model_ref)
+    config = AutoConfig.from_pretrained(str(path))
+    tokenizer = load_tokenizer(path)
+    if any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
+        return DecoderScorer(AutoModelForCausalLM.from_pretrained(str(path)), tokenizer, labels, shots, **options)
+    return EncoderSimilarity(AutoModel.from_pretrained(str(path)), tokenizer, labels, shots, **options)
+
+
+def predictions(scorer: Any, texts: Sequence[str]) -> list[dict[str, Any]]:
+    """Label, score and probabilities per text, as a fine-tuned classifier returns them."""
+    scores = scorer.label_scores(texts)
+    probs = np.exp(scores - scores.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    values = scorer.labels.values
+    return [{"label": values[int(p.argmax())], "score": float(p.max()),
+             "probabilities": {v: float(x) for v, x in zip(values, p)}} for p in probs]
+
+
+def evaluate(scorer: Any, texts: Sequence[str], gold: Sequence[str]) -> dict[str, Any]:
+    """The classification report (accuracy, per-class P/R/F1) of prompt-based predictions."""
+    from .evaluation.metrics import single_label_metrics
+
+    values = scorer.labels.values
+    index = {v: i for i, v in enumerate(values)}
+    predicted = [index[p["label"]] for p in predictions(scorer, texts)]
+    return single_label_metrics(np.array([index[g] for g in gold]), np.array(predicted), values)
