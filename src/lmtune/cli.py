@@ -1,4 +1,4 @@
-"""The `lmtune` command: train, evaluate, predict, generate, export, data check.
+"""The `lmtune` command: train, evaluate, predict, generate, export, serve, data check.
 
 Flags and the YAML config are the same schema: any field is `--group.field value`
 (e.g. `--train.epochs 2`), and the common data/model flags have short forms.
@@ -189,7 +189,7 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return 0
     if args.run is None:
         raise ConfigError("give a run folder (or --model with --zero-shot --labels ...)")
-    predictor = load(args.run)
+    predictor = load(args.run, backend=args.backend, quantized=args.quantized)
     data = predictor.cfg.data
     options = {"top_k": args.top_k} if args.top_k != 1 else {}
     if args.question is not None or args.context is not None:
@@ -269,10 +269,32 @@ def cmd_generate(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .export import export_merged
+    from .export import export_merged, export_onnx
 
-    out = export_merged(args.run, args.output)
-    print(f"merged model written to {out} (loads with plain transformers)")
+    if args.merge == bool(args.format):
+        raise ConfigError("choose one: --merge (adapter -> transformers model) or --format onnx")
+    if args.merge:
+        out = export_merged(args.run, args.output)
+        print(f"merged model written to {out} (loads with plain transformers)")
+    else:
+        export_onnx(args.run, quantize=args.quantize, data=args.data, sample=args.sample)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from pathlib import Path
+
+    from .serving import Limits, serve
+
+    key = None
+    if args.api_key_file:
+        key = Path(args.api_key_file).read_text().strip()
+        if not key:
+            raise ConfigError(f"{args.api_key_file}: the API key file is empty")
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_chars=args.max_chars)
+    serve(args.runs, host=args.host, port=args.port, api_key=key, limits=limits, batching=not args.no_batching,
+          max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms, backend=args.backend,
+          quantized=args.quantized)
     return 0
 
 
@@ -361,15 +383,38 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file of inputs")
     predict.add_argument("--output", help="write JSONL predictions here")
     predict.add_argument("--json", action="store_true", help="print JSON lines")
+    predict.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch",
+                         help="onnx: the model from `lmtune export --format onnx`")
+    predict.add_argument("--quantized", action="store_true", help="onnx: the int8 model")
     _add_prompting_flags(predict)
     predict.set_defaults(func=cmd_predict)
 
     export = sub.add_parser("export", allow_abbrev=False, help="export a run for use outside lmtune")
     export.add_argument("run")
-    export.add_argument("--merge", action="store_true", required=True,
+    export.add_argument("--merge", action="store_true",
                         help="fold a LoRA/AdaLoRA/IA3 adapter into a standalone transformers model")
-    export.add_argument("--output", help="folder to write (default <run>/merged)")
+    export.add_argument("--format", choices=["onnx"], help="onnx: <run>/onnx/ for fast CPU inference")
+    export.add_argument("--quantize", choices=["int8"], help="onnx: also write an int8 (dynamic) model")
+    export.add_argument("--data", help="onnx: sample inputs for the parity report (labeled: accuracy too)")
+    export.add_argument("--sample", type=int, default=512, help="onnx: parity sample size")
+    export.add_argument("--output", help="--merge: folder to write (default <run>/merged)")
     export.set_defaults(func=cmd_export)
+
+    serve = sub.add_parser("serve", allow_abbrev=False, help="serve runs over HTTP")
+    serve.add_argument("runs", nargs="+")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key-file", help="require this key (X-API-Key or Authorization: Bearer)")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="inputs per dynamic batch")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    serve.add_argument("--no-batching", action="store_true", help="one request per forward pass")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    serve.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
+    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
+    serve.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch",
+                       help="onnx: encoder runs exported with `lmtune export --format onnx`")
+    serve.add_argument("--quantized", action="store_true", help="onnx: the int8 model")
+    serve.set_defaults(func=cmd_serve)
 
     data = sub.add_parser("data", help="data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -382,6 +427,15 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command in ("predict", "generate"):
+        # argparse stops filling a positional list at the first option: texts given after
+        # options arrive as leftovers; they are inputs too.
+        field = "texts" if args.command == "predict" else "prompts"
+        texts = [e for e in extra if not e.startswith("--")]
+        extra = [e for e in extra if e.startswith("--")]
+        if getattr(args, "run", None) is None and texts and not getattr(args, "model", None):
+            args.run, texts = texts[0], texts[1:]
+        setattr(args, field, [*getattr(args, field), *texts])
     if getattr(args, "model", None) and getattr(args, "run", None) and args.command in ("predict", "generate"):
         # With --model there is no run folder: the first positional is an input text.
         field = "texts" if args.command == "predict" else "prompts"

@@ -63,9 +63,11 @@ class Predictor:
         return self.task.evaluate_records(self, records)
 
 
-def load(run_dir: str | Path, device: str | None = None) -> Predictor:
+def load(run_dir: str | Path, device: str | None = None, backend: str = "pytorch",
+         quantized: bool = False) -> Predictor:
     """Load a run folder written by `finetune` (the model in <run>/model). Adapter runs load
-    their base model once per process, shared by every adapter run over it."""
+    their base model once per process, shared by every adapter run over it. backend="onnx"
+    uses <run>/onnx/ from `lmtune export --format onnx` (quantized: its int8 model)."""
     quiet_transformers()
     run = RunFolder(Path(run_dir))
     cfg = run.load_config()
@@ -73,6 +75,20 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
         raise FileNotFoundError(f"{run.root}: the run has no saved model yet (model/ is missing); "
                                 "finish or resume training first")
     task = get_task(cfg)
+    if backend == "onnx":
+        from transformers import AutoConfig
+
+        from .onnx_backend import OnnxModel
+
+        path = run.root / "onnx" / ("model.int8.onnx" if quantized else "model.onnx")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `lmtune export {run.root} --format onnx"
+                                    f"{' --quantize int8' if quantized else ''}` first")
+        model = OnnxModel(path, AutoConfig.from_pretrained(str(path.parent)))
+        task.restore(model.config)
+        return Predictor(model, load_tokenizer(path.parent), task, cfg)
+    if backend != "pytorch":
+        raise ValueError(f"backend {backend!r}: use pytorch or onnx")
     model = get_method(cfg).load(run.model, task.auto_model_class)
     task.restore(model.config)
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -80,7 +80,11 @@ class AdapterMethod(Method):
         """The adapter and trained head (adapter_model.safetensors), its config with the base
         model reference, the task config (labels) and the tokenizer; no base weights."""
         out_dir = Path(out_dir)
-        model.save_pretrained(str(out_dir))
+        # AdaLoRA prunes some modules to rank 0; peft takes such empty tensors for unsaved
+        # DeepSpeed shards and warns, but they reload exactly.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tensor\\(s\\) have invalid shape")
+            model.save_pretrained(str(out_dir))
         model.get_base_model().config.to_json_file(str(out_dir / TASK_CONFIG))
         tokenizer.save_pretrained(str(out_dir))
 
@@ -244,16 +248,22 @@ class PromptMethod(AdapterMethod):
         return PromptTuningConfig(num_virtual_tokens=self.cfg.prompt.num_virtual_tokens, **common)
 
 
-def merge(run_dir: Path, method: AdapterMethod, auto_class: Any, out_dir: Path) -> Path:
-    """Fold a LoRA/IA3 adapter into its base weights: a standalone plain-transformers model."""
-    from ..models import load_tokenizer
-
+def merged_model(run_dir: Path, method: AdapterMethod, auto_class: Any) -> Any:
+    """A LoRA/AdaLoRA/IA3 run as one plain transformers model: the adapter folded into a private
+    copy of the base weights (never the shared ones)."""
     if not method.mergeable:
         raise ConfigError(f"{run_dir}: {method.name} adds virtual tokens that cannot be merged into "
                           "the weights; load the run with lmtune.load instead")
     model = method.load(Path(run_dir) / "model", auto_class, share_base=False)
     _unwrap_trained_modules(model)
-    model = model.merge_and_unload()
+    return model.merge_and_unload()
+
+
+def merge(run_dir: Path, method: AdapterMethod, auto_class: Any, out_dir: Path) -> Path:
+    """Save a merged adapter run as a standalone model folder that plain transformers loads."""
+    from ..models import load_tokenizer
+
+    model = merged_model(run_dir, method, auto_class)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError
-from .methods import get_method
-from .run import RunFolder
-from .tasks import get_task
+from ..config import ConfigError
+from ..methods import get_method
+from ..run import RunFolder
+from ..tasks import get_task
 
 
 def export_merged(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Fold a LoRA/AdaLoRA/IA3 run's adapter into the base weights and save a standalone model
     (default <run>/merged) that plain `transformers` loads with its label map."""
-    from .methods.adapters import AdapterMethod, merge
-    from .models import quiet_transformers
+    from ..methods.adapters import AdapterMethod, merge
+    from ..models import quiet_transformers
 
     quiet_transformers()
     run = RunFolder(Path(run_dir))

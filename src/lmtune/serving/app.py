@@ -1,0 +1,270 @@
+"""The HTTP server: any run folders behind one FastAPI app, with limits, an optional API key,
+dynamic batching and Prometheus metrics.
+
+    POST /v1/models/{name}/predict  {"inputs": [...], "pairs": [...]?, "options": {...}?}
+    GET  /v1/models   /health   /ready   /metrics   /docs (OpenAPI)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from .batching import Batcher
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 1_000_000
+    max_inputs: int = 64  # inputs per request
+    max_chars: int = 10_000  # characters per text (QA: per question and per context)
+    max_new_tokens: int = 256  # generation
+
+
+class QAInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    context: str
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    top_k: Optional[int] = Field(None, ge=1, le=20, description="QA: n-best answers")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description="generation")
+    temperature: Optional[float] = Field(None, ge=0, le=5, description="generation: 0 = greedy")
+    top_p: Optional[float] = Field(None, gt=0, le=1, description="generation")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[Union[str, list[str], QAInput]] = Field(
+        ..., min_length=1, description="texts; NER also takes word lists; QA takes {question, context}")
+    pairs: Optional[list[str]] = Field(None, description="second texts, for text-pair classifiers")
+    options: Optional[Options] = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    task: str
+    predictions: list[Any]
+
+
+class BodyLimit:
+    """Rejects request bodies over `max_bytes` (413), whether announced or streamed."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            status = 413 if declared.isdigit() else 400
+            return await _send_json(send, status, {"detail": f"request body over {self.max_bytes} bytes"
+                                                   if status == 413 else "invalid Content-Length"})
+        received, too_large, answered = 0, False, False
+        message_413 = {"detail": f"request body over {self.max_bytes} bytes"}
+
+        async def limited() -> dict:
+            # Past the limit the app sees the body end there; its reply is replaced by a 413.
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal answered
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start" and not answered:
+                answered = True
+                await _send_json(send, 413, message_413)
+
+        await self.app(scope, limited, guarded_send)
+        if too_large and not answered:
+            await _send_json(send, 413, message_413)
+
+
+async def _send_json(send: Any, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class Served:
+    """One run behind the server: its predictor and its batcher."""
+
+    def __init__(self, name: str, predictor: Any):
+        self.name, self.predictor = name, predictor
+        self.task = predictor.task.name
+        self.batcher: Batcher | None = None
+
+    def predict(self, items: list[tuple[Any, Any]], options: dict[str, Any]) -> list[Any]:
+        texts = [text for text, _ in items]
+        pairs = [pair for _, pair in items]
+        return self.predictor.predict(texts, None if all(p is None for p in pairs) else pairs, **options)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.predictor.cfg
+        return {"name": self.name, "task": self.task, "labels": self.predictor.labels,
+                "method": cfg.method.name, "base_model": cfg.model.name,
+                "pairs": bool(cfg.data.text_pair_column)}
+
+
+def _metrics_registry() -> tuple[Any, dict[str, Any]]:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    registry = CollectorRegistry()
+    return registry, {
+        "requests": Counter("lmtune_requests", "Prediction requests", ["model", "status"], registry=registry),
+        "latency": Histogram("lmtune_request_seconds", "Prediction latency", ["model"], registry=registry,
+                             buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)),
+        "batch": Histogram("lmtune_batch_size", "Inputs per forward pass", ["model"], registry=registry,
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
+    }
+
+
+def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits | None = None,
+               batching: bool = True, max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
+    """An app serving `runs` (name -> predictor). Predictors are loaded by the caller, so adapter
+    runs over one base share it (lmtune.load does that)."""
+    limits = limits or Limits()
+    served = {name: Served(name, predictor) for name, predictor in runs.items()}
+    registry, metric = _metrics_registry()
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for item in served.values():
+            item.batcher = Batcher(item.predict, max_batch, max_wait_ms, batching,
+                                   on_batch=metric["batch"].labels(item.name).observe)
+            item.batcher.start()
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        for item in served.values():
+            await item.batcher.stop()
+
+    app = FastAPI(title="lmtune", version="1", lifespan=lifespan,
+                  description="Predictions from lmtune runs: classification, NER, QA, generation.")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorize(key: Optional[str] = Depends(header_key),
+                  credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        if api_key is None:
+            return
+        given = key or (credentials.credentials if credentials else "")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"description": "starting or shutting down"}})
+    def ready() -> JSONResponse:
+        ok = state["ready"]
+        return JSONResponse({"ready": ok, "models": sorted(served)}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorize)])
+    def metrics() -> PlainTextResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    def models() -> list[dict[str, Any]]:
+        return [item.describe() for item in served.values()]
+
+    @app.post("/v1/models/{name}/predict", response_model=PredictResponse, dependencies=[Depends(authorize)],
+              responses={404: {"description": "unknown model"}, 413: {"description": "body too large"},
+                         401: {"description": "API key missing or wrong"}})
+    async def predict(name: str, request: PredictRequest) -> PredictResponse:
+        item = served.get(name)
+        if item is None:
+            raise HTTPException(404, f"no model {name!r}; served: {', '.join(sorted(served))}")
+        if item.batcher is None:
+            raise HTTPException(503, "the server is starting")
+        start = time.perf_counter()
+        try:
+            items = _items(item, request, limits)
+            options = request.options.model_dump(exclude_none=True) if request.options else {}
+            if options.get("max_new_tokens", 0) > limits.max_new_tokens:
+                raise HTTPException(422, f"options.max_new_tokens is over the limit {limits.max_new_tokens}")
+            predictions = await item.batcher.submit(items, options)
+        except HTTPException as exc:
+            metric["requests"].labels(name, str(exc.status_code)).inc()
+            raise
+        except (TypeError, ValueError) as exc:
+            metric["requests"].labels(name, "422").inc()
+            raise HTTPException(422, str(exc)) from exc
+        metric["requests"].labels(name, "200").inc()
+        metric["latency"].labels(name).observe(time.perf_counter() - start)
+        return PredictResponse(model=name, task=item.task, predictions=_plain(predictions))
+
+    return app
+
+
+def _items(item: Served, request: PredictRequest, limits: Limits) -> list[tuple[Any, Any]]:
+    """Check the inputs against the model's task and the limits; (text, pair) per input."""
+    inputs = request.inputs
+    if len(inputs) > limits.max_inputs:
+        raise HTTPException(422, f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
+    if request.pairs is not None and len(request.pairs) != len(inputs):
+        raise HTTPException(422, f"{len(inputs)} inputs but {len(request.pairs)} pairs")
+    wanted = {"qa": QAInput, "ner": (str, list)}.get(item.task, str)
+    items = []
+    for i, value in enumerate(inputs):
+        if not isinstance(value, wanted):
+            shape = {"qa": "{question, context}", "ner": "a text or a list of words"}.get(item.task, "a text")
+            raise HTTPException(422, f"inputs[{i}]: a {item.task} model takes {shape}")
+        if isinstance(value, QAInput):
+            text, pair = value.question, value.context
+            parts = [value.question, value.context]
+        else:
+            text, pair = value, request.pairs[i] if request.pairs is not None else None
+            parts = [" ".join(value) if isinstance(value, list) else value] + ([pair] if pair is not None else [])
+        longest = max(len(part) for part in parts)
+        if longest > limits.max_chars:
+            raise HTTPException(422, f"inputs[{i}]: {longest} characters; at most {limits.max_chars} per text")
+        items.append((text, pair))
+    return items
+
+
+def _plain(value: Any) -> Any:
+    """Predictions as JSON-ready values (numpy scalars become Python numbers)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def load_runs(run_dirs: list[str | Path], backend: str = "pytorch", quantized: bool = False) -> dict[str, Any]:
+    """name -> predictor for each run folder (the folder name; a repeated name gets a suffix)."""
+    from ..inference.predictor import load
+
+    runs: dict[str, Any] = {}
+    for run_dir in run_dirs:
+        name = Path(run_dir).resolve().name
+        while name in runs:
+            name += "-2"
+        runs[name] = load(run_dir, backend=backend, quantized=quantized)
+    return runs
