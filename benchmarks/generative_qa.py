@@ -65,6 +65,7 @@ def main() -> None:
     cfg.task, cfg.model.name, cfg.method.name = "generation", "smollm2", "lora"
     cfg.model.max_length = args.max_length
     cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_strategy = 1, 8, "no"
+    cfg.train.learning_rate = 5e-4
     cfg.generation.max_new_tokens = 32
     cfg.train.output_dir, cfg.train.run_name, cfg.train.overwrite = str(ROOT / "runs"), "bench-genqa", True
     for key, value in _overrides([a for a in rest if a != "--"]):

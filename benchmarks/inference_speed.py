@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def main() -> None:
     dev = read_table(SHARED_DATA / "sst2" / "dev.tsv").records
     dev = dev[: args.rows] if args.rows else dev
     texts, gold = [r.fields["sentence"] for r in dev], [str(r.fields["label"]) for r in dev]
-    run = ROOT / args.run if not args.run.startswith("/") else args.run
+    run = Path(args.run)
     if not (run / "onnx" / "model.int8.onnx").is_file():
         export_onnx(run, quantize="int8", data=SHARED_DATA / "sst2" / "dev.tsv", sample=512)
 

@@ -207,29 +207,37 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
         texts, pairs = list(args.texts), ([args.pair] * len(args.texts) if args.pair else None)
         rows = [{data.text_column: t} for t in texts]
     predictions = predictor.predict(texts, pairs, **options)
-    out = open(args.output, "w") if args.output else sys.stdout
-    try:
-        for row, prediction in zip(rows, predictions):
-            if args.output or args.json:
-                out.write(json.dumps({**row, "prediction": prediction}) + "\n")
-            elif isinstance(prediction, list) or "answer" in prediction:
-                for answer in prediction if isinstance(prediction, list) else [prediction]:
-                    out.write(f"{answer['answer']!r}\t[{answer['start']}:{answer['end']}]\t"
-                              f"{answer['score']:.4f}\n")
-            elif "entities" in prediction:
-                found = "; ".join(f"{e['type']}: {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
-                                  for e in prediction["entities"])
-                out.write(f"{found or '(no entities)'}\t{row[data.text_column]}\n")
-            else:
-                label = prediction.get("label", prediction.get("labels"))
-                score = prediction.get("score")
-                shown = f"{label}\t{score:.4f}" if score is not None else f"{label}"
-                out.write(f"{shown}\t{row[data.text_column]}\n")
-    finally:
-        if args.output:
-            out.close()
-            print(f"wrote {len(predictions)} predictions to {args.output}")
+    as_json = bool(args.output or args.json)
+    _write((json.dumps({**row, "prediction": p}) + "\n" if as_json else _shown(p, row.get(data.text_column, ""))
+            for row, p in zip(rows, predictions)), args.output, "predictions")
     return 0
+
+
+def _shown(prediction: Any, text: str) -> str:
+    """One prediction as terminal lines: answers, entities, or label and score."""
+    if isinstance(prediction, list) or "answer" in prediction:
+        return "".join(f"{a['answer']!r}\t[{a['start']}:{a['end']}]\t{a['score']:.4f}\n"
+                       for a in (prediction if isinstance(prediction, list) else [prediction]))
+    if "entities" in prediction:
+        found = "; ".join(f"{e['type']}: {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
+                          for e in prediction["entities"])
+        return f"{found or '(no entities)'}\t{text}\n"
+    label, score = prediction.get("label", prediction.get("labels")), prediction.get("score")
+    return f"{label}\t{score:.4f}\t{text}\n" if score is not None else f"{label}\t{text}\n"
+
+
+def _write(lines: Any, output: str | None, what: str) -> None:
+    """Lines to the terminal, or to a file (then say how many were written)."""
+    out = open(output, "w") if output else sys.stdout
+    count = 0
+    try:
+        for line in lines:
+            out.write(line)
+            count += 1
+    finally:
+        if output:
+            out.close()
+            print(f"wrote {count} {what} to {output}")
 
 
 def cmd_generate(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -254,17 +262,9 @@ def cmd_generate(args: argparse.Namespace, extra: Sequence[str]) -> int:
         raise ConfigError("give prompts, or --input FILE (JSONL with prompt or messages)")
     stream = len(items) == 1 and not (args.output or args.json or args.no_stream)
     outputs = predictor.predict(items, stream=stream, **options)
-    out = open(args.output, "w") if args.output else sys.stdout
-    try:
-        for item, output in zip(items, outputs):
-            if args.output or args.json:
-                out.write(json.dumps({"input": item, **output}) + "\n")
-            elif not stream:
-                out.write(output["generated_text"] + "\n")
-    finally:
-        if args.output:
-            out.close()
-            print(f"wrote {len(outputs)} generations to {args.output}")
+    as_json = bool(args.output or args.json)
+    _write((json.dumps({"input": item, **o}) + "\n" if as_json else o["generated_text"] + "\n"
+            for item, o in zip(items, outputs) if as_json or not stream), args.output, "generations")
     return 0
 
 

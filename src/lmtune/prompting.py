@@ -85,18 +85,25 @@ class DecoderScorer(Calibrated):
                  instruction: str = INSTRUCTION, batch_size: int = 16):
         self.model, self.tokenizer, self.labels = model.eval(), tokenizer, labels
         self.batch_size = batch_size
-        word = dict(zip(labels.values, labels.words))
-        examples = "".join(f"Text: {text}\nAnswer: {word[value]}\n\n" for text, value in shots)
-        self.prefix = instruction.format(labels=", ".join(labels.words)) + "\n\n" + examples
+        self.word = dict(zip(labels.values, labels.words))
+        self.instruction = instruction.format(labels=", ".join(labels.words))
+        self.shots = list(shots)
         self.label_ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in labels.words]
 
     def prompt_ids(self, text: str) -> list[int]:
-        content = f"{self.prefix}Text: {text}"
+        """The prompt whose continuation is the label. With a chat template the instruction is
+        the system turn and each example a user turn answered by an assistant turn, the form
+        the model will answer in (examples inside one user turn scored below chance on SST-2)."""
         if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                                        tokenize=False, add_generation_prompt=True)
+            messages = [{"role": "system", "content": self.instruction}]
+            for shot_text, value in self.shots:
+                messages += [{"role": "user", "content": f"Text: {shot_text}"},
+                             {"role": "assistant", "content": self.word[value]}]
+            messages.append({"role": "user", "content": f"Text: {text}"})
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return self.tokenizer(content + "\nAnswer:", add_special_tokens=True)["input_ids"]
+        examples = "".join(f"Text: {t}\nAnswer: {self.word[v]}\n\n" for t, v in self.shots)
+        return self.tokenizer(f"{self.instruction}\n\n{examples}Text: {text}\nAnswer:", add_special_tokens=True)["input_ids"]
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """(texts x labels) summed log-probabilities of each label's tokens after the prompt."""
