@@ -424,23 +424,26 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _assign_positionals(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """predict/generate: the run folder, then the inputs. argparse stops filling a positional
+    list at the first option, so inputs after options arrive as leftovers; with --model there is
+    no run folder and every positional is an input. Returns the leftovers that are options."""
+    field = "texts" if args.command == "predict" else "prompts"
+    positionals = [p for p in (args.run, *getattr(args, field)) if p is not None]
+    positionals += [e for e in extra if not e.startswith("--")]
+    if getattr(args, "model", None):
+        args.run = None
+    else:
+        args.run, positionals = (positionals[0], positionals[1:]) if positionals else (None, [])
+    setattr(args, field, positionals)
+    return [e for e in extra if e.startswith("--")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command in ("predict", "generate"):
-        # argparse stops filling a positional list at the first option: texts given after
-        # options arrive as leftovers; they are inputs too.
-        field = "texts" if args.command == "predict" else "prompts"
-        texts = [e for e in extra if not e.startswith("--")]
-        extra = [e for e in extra if e.startswith("--")]
-        if getattr(args, "run", None) is None and texts and not getattr(args, "model", None):
-            args.run, texts = texts[0], texts[1:]
-        setattr(args, field, [*getattr(args, field), *texts])
-    if getattr(args, "model", None) and getattr(args, "run", None) and args.command in ("predict", "generate"):
-        # With --model there is no run folder: the first positional is an input text.
-        field = "texts" if args.command == "predict" else "prompts"
-        setattr(args, field, [args.run, *getattr(args, field)])
-        args.run = None
+        extra = _assign_positionals(args, extra)
     if extra and args.func not in (cmd_train, cmd_data_check):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .data.records import DataError

@@ -107,8 +107,10 @@ class DecoderScorer(Calibrated):
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """(texts x labels) summed log-probabilities of each label's tokens after the prompt."""
+        from .inference.generate import left_pad, pad_id
+
         device = next(self.model.parameters()).device
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = pad_id(self.tokenizer)
         single = all(len(ids) == 1 for ids in self.label_ids)
         rows = []  # (text index, label index or None for "all single-token labels at once", ids)
         for t, text in enumerate(texts):
@@ -121,12 +123,8 @@ class DecoderScorer(Calibrated):
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
-                longest = max(len(r[2]) for r in chunk)
-                ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for i, (_, _, seq) in enumerate(chunk):  # left padding: every prompt ends at -1
-                    ids[i, longest - len(seq):] = torch.tensor(seq)
-                    mask[i, longest - len(seq):] = 1
+                ids, mask = left_pad([seq for _, _, seq in chunk], pad)  # every prompt ends at -1
+                longest = ids.shape[1]
                 logprobs = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)
                                       ).logits.float().log_softmax(-1).cpu()
                 for i, (t, j, seq) in enumerate(chunk):

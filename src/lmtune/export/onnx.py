@@ -110,9 +110,10 @@ def parity(run_dir: Path, data: str | Path | None, sample: int, variants: list[s
     source = data or torch_predictor.cfg.data.validation or torch_predictor.cfg.data.test
     if not source or not Path(source).is_file():
         raise ConfigError("the parity report needs sample inputs: pass --data FILE (labeled gives accuracy)")
-    records = read_table(source).records[:sample]
+    dataset = read_table(source)
+    records = dataset.records[:sample]
     task = torch_predictor.task
-    issues = task.check({"test": read_table(source)})
+    issues = task.check({"test": dataset})
     labeled = not any(i.level == "error" for i in issues)
     reference, encoded = torch_predictor.logits(records, with_labels=labeled)
     reference_pred = task.decode(reference, encoded)

@@ -21,7 +21,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[list[int]], settings:
     temperature, batch_size = float(get("temperature")), int(get("batch_size"))
     if options.get("seed") is not None:
         torch.manual_seed(int(options["seed"]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     device = next(model.parameters()).device
     kwargs: dict[str, Any] = {"max_new_tokens": int(get("max_new_tokens")), "pad_token_id": pad,
                               "eos_token_id": tokenizer.eos_token_id, "do_sample": temperature > 0}
@@ -37,18 +37,29 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[list[int]], settings:
     outputs: list[str] = []
     model.eval()
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        longest = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-        for row, prompt in enumerate(chunk):
-            ids[row, longest - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, longest - len(prompt):] = 1
+        ids, mask = left_pad(prompts[start:start + batch_size], pad)
         with torch.inference_mode():
             generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-        for row in generated[:, longest:].tolist():
+        for row in generated[:, ids.shape[1]:].tolist():
             outputs.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops))
     return outputs
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id that fills left padding (EOS for decoders that have no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_pad(sequences: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) with every sequence ending at the last column, where a decoder
+    continues it."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, longest - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, longest - len(sequence):] = 1
+    return ids, mask
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

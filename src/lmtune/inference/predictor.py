@@ -91,8 +91,7 @@ def load(run_dir: str | Path, device: str | None = None, backend: str = "pytorch
         raise ValueError(f"backend {backend!r}: use pytorch or onnx")
     model = get_method(cfg).load(run.model, task.auto_model_class)
     task.restore(model.config)
-    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model.to(target), load_tokenizer(run.model), task, cfg)
+    return Predictor(model.to(_device(device)), load_tokenizer(run.model), task, cfg)
 
 
 def load_base(cfg: Config, device: str | None = None) -> Predictor:
@@ -104,5 +103,8 @@ def load_base(cfg: Config, device: str | None = None) -> Predictor:
     path = resolve_model(cfg.model.name)
     task = get_task(cfg)
     model = task.auto_model_class.from_pretrained(str(path))
-    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model.to(target), load_tokenizer(path), task, cfg)
+    return Predictor(model.to(_device(device)), load_tokenizer(path), task, cfg)
+
+
+def _device(requested: str | None) -> str:
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -90,14 +90,15 @@ def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_si
             index = order[start:start + batch_size]
             batch = collate([features[i] for i in index], pad_id)
             labels = batch.pop("labels", None)
+            labels = labels.to(device) if labels is not None else None
             batch = {k: v.to(device) for k, v in batch.items()}
             context = autocast() if autocast else torch.autocast("cpu", enabled=False)
             with context:
                 logits = forward_logits(model, task, batch)
             if labels is not None:
-                loss_sum += float(task.loss(logits, labels.to(device))) * len(index)
+                loss_sum += float(task.loss(logits, labels)) * len(index)
                 counted += len(index)
-            kept = task.feature_outputs(logits, labels.to(device) if labels is not None else None)
+            kept = task.feature_outputs(logits, labels)
             for i, row in zip(index, kept.float().cpu().numpy()):
                 # Per-token logits are cut back to the example's own length (no padding).
                 outputs[i] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row
