@@ -4,10 +4,12 @@ training speed and saved artifact size, each method in its own process (so peak 
     .venv/bin/python benchmarks/peft_methods.py                      # the core budget: 3 epochs
     .venv/bin/python benchmarks/peft_methods.py --train-rows 16000 --methods full,lora \\
         -- --train.epochs 1                                          # a smaller budget
+    .venv/bin/python benchmarks/peft_methods.py --methods full,lora \\
+        --variant "lora-r4=lora --lora.r 4 --lora.alpha 8"          # extra rows: one setting each
 
 Arguments after `--` go to every run as config overrides (as in the other benchmarks).
 Methods use their own default learning rates (lmtune.methods: full 1e-4 for this width,
-LoRA/AdaLoRA 5e-4, IA3 3e-3, prompt tuning 3e-2). Prefix tuning needs a decoder, so it is
+LoRA/AdaLoRA 1e-3, IA3 3e-3, prompt tuning 3e-2). Prefix tuning needs a decoder, so it is
 not in the encoder table.
 """
 
@@ -16,22 +18,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
+import shlex
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from preset_run import ROOT, SHARED_DATA
-
-CHILD = """
-import json, sys
-sys.path.insert(0, {bench!r})
-from preset_run import run_preset
-metrics, seconds = run_preset("sst2.yaml", {data!r}, {run_name!r}, {argv!r})
-print("RESULT " + json.dumps({{"metrics": metrics, "seconds": seconds}}))
-"""
+from preset_run import ROOT, SHARED_DATA, run_preset_in_child
 
 
 def subset(rows: int, folder: Path) -> str:
@@ -45,41 +38,56 @@ def subset(rows: int, folder: Path) -> str:
     return str(out)
 
 
-def run_method(method: str, train: str, argv: list[str]) -> dict:
+def run_method(label: str, method: str, train: str, argv: list[str]) -> dict | None:
     data = {"train": train, "validation": "sst2/dev.tsv"}
-    run_name = f"bench-peft-{method}"
-    code = CHILD.format(bench=str(Path(__file__).parent), data=data, run_name=run_name,
-                        argv=["--method.name", method, "--train.progress", "false", *argv])
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        sys.exit(f"{method} failed:\n{output[-3000:]}")
-    result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    run_name = f"bench-peft-{label}"
+    result, output, peak_rss_mb = run_preset_in_child(
+        "sst2.yaml", data, run_name, ["--method.name", method, "--train.progress", "false", *argv])
+    if result is None:
+        print(f"{label} failed:\n{output[-3000:]}", flush=True)
+        return None
     model_dir = ROOT / "runs" / run_name / "model"
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     metrics = result["metrics"]
-    return {"method": method, "accuracy": metrics["validation"]["accuracy"],
+    return {"method": label, "accuracy": metrics["validation"]["accuracy"],
             "trainable": metrics["parameters"]["trainable"], "total": metrics["parameters"]["total"],
-            "peak_rss_mb": usage.ru_maxrss / 1024, "samples_per_s": metrics["training"]["samples_per_s"],
+            "peak_rss_mb": peak_rss_mb, "samples_per_s": metrics["training"]["samples_per_s"],
             "artifact_mb": weights / 1e6, "seconds": result["seconds"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", default="full,lora,adalora,ia3,prompt")
+    parser.add_argument("--variant", action="append", default=[],
+                        help='an extra row: "LABEL=METHOD --key value ..." (repeatable)')
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs at a time (over 1, samples/s and RSS are measured on a shared machine)")
     parser.add_argument("--train-rows", type=int, default=0, help="first N training rows (0: all)")
     args, rest = parser.parse_known_args()
     overrides = [a for a in rest if a != "--"]
+    runs = [(method, method, []) for method in args.methods.split(",") if method]
+    for spec in args.variant:
+        label, _, setting = spec.partition("=")
+        method, *extra = shlex.split(setting)
+        runs.append((label, method, extra))
     with tempfile.TemporaryDirectory() as tmp:
         train = subset(args.train_rows, Path(tmp)) if args.train_rows else "sst2/train.tsv"
-        rows = []
-        for method in args.methods.split(","):
+
+        def run(job: tuple[str, str, list[str]]) -> dict | None:
             start = time.time()
-            rows.append(run_method(method, train, overrides))
-            print(f"{method}: done in {time.time() - start:.0f}s", flush=True)
+            row = run_method(job[0], job[1], train, [*overrides, *job[2]])
+            if row:
+                print(f"{job[0]}: done in {time.time() - start:.0f}s {json.dumps(row)}", flush=True)
+            return row
+
+        with ThreadPoolExecutor(args.workers) as pool:
+            rows = [row for row in pool.map(run, runs) if row]
     full = next((r for r in rows if r["method"] == "full"), None)
     print(f"\nSST-2 dev, {args.train_rows or 'all'} training rows, overrides: {' '.join(overrides) or 'none'}")
+    for spec in args.variant:
+        print(f"  {spec}")
+    if args.workers > 1:
+        print(f"  {args.workers} runs at a time: samples/s are shares of one machine, not speeds")
     print("| method | dev accuracy | vs full | trainable params | peak RSS | samples/s | artifact |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

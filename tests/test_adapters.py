@@ -50,6 +50,17 @@ def test_run_folder_keeps_the_adapter_and_head_only(lora_run):
     assert json.loads(lora_run.metrics.read_text())["validation"]["accuracy"] >= 0.85
 
 
+def test_a_lora_targeted_pooler_is_adapted_not_trained_whole(tiny_model, toy_data, tmp_path):
+    cfg = tiny_config(tiny_model, toy_data, tmp_path, epochs=1)
+    cfg.method.name, cfg.lora.target_modules = "lora", "query,value,pooler.dense"
+    run = finetune(cfg, quiet=True)
+    with safe_open(str(run.model / "adapter_model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    pooler = [k for k in keys if ".pooler." in k]
+    assert pooler and all("lora_" in k for k in pooler), pooler
+    assert any(".classifier." in k and "lora_" not in k for k in keys)  # the head still trains whole
+
+
 def test_adapter_changes_the_model_and_reload_is_exact(lora_run, toy_data):
     model = lmtune.load(lora_run.root)
     tuned = probabilities(model.predict(TEXTS))

@@ -48,6 +48,15 @@ def test_bad_values_are_named():
         validate(Config())
 
 
+def test_freeze_settings_without_the_freeze_method_are_refused():
+    cfg = Config()
+    cfg.data.train, cfg.method.freeze_embeddings = "t.csv", True
+    with pytest.raises(ConfigError, match="method.freeze_embeddings only apply to --method freeze"):
+        validate(cfg)
+    cfg.method.name = "freeze"
+    validate(cfg)
+
+
 def test_packaged_alias_resolves_offline():
     path = resolve_model("minilm")
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()

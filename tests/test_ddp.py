@@ -25,7 +25,7 @@ def test_two_processes_match_one(method, no_dropout_model, toy_data, tmp_path):
     assert launcher, "accelerate's launcher is installed with lmtune"
     common = dict(epochs=2, eval_strategy="epoch")
     ddp_cfg = tiny_config(no_dropout_model, toy_data, tmp_path / "ddp", batch_size=8, **common)
-    ddp_cfg.method.name = method
+    ddp_cfg.method.name, ddp_cfg.lora.dropout = method, 0.0  # dropout masks differ by process layout
     ddp_cfg.save(tmp_path / "ddp.yaml")
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -39,7 +39,7 @@ def test_two_processes_match_one(method, no_dropout_model, toy_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     single_cfg = tiny_config(no_dropout_model, toy_data, tmp_path / "one", batch_size=16, **common)
-    single_cfg.method.name = method
+    single_cfg.method.name, single_cfg.lora.dropout = method, 0.0
     single = finetune(single_cfg, quiet=True)
     ddp_run = tmp_path / "ddp" / "run"
     ddp_metrics = json.loads((ddp_run / "metrics.json").read_text())

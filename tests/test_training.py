@@ -42,8 +42,9 @@ def test_two_seeded_runs_are_identical(tiny_model, toy_data, tmp_path):
 
 
 def test_accumulation_matches_one_big_batch(no_dropout_model, toy_data, tmp_path):
-    """2 micro-batches of 8 accumulate to the same update as one batch of 16."""
-    common = dict(max_steps=3, eval_strategy="no", max_grad_norm=1.0)
+    """2 micro-batches of 8 accumulate to the same update as one batch of 16 (in fp32: on a GPU
+    `auto` means bf16, whose rounding differs between the two batchings)."""
+    common = dict(max_steps=3, eval_strategy="no", max_grad_norm=1.0, mixed_precision="no")
     big = finetune(tiny_config(no_dropout_model, toy_data, tmp_path / "big", batch_size=16, **common),
                    quiet=True)
     small = finetune(tiny_config(no_dropout_model, toy_data, tmp_path / "acc", batch_size=8,

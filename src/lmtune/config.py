@@ -250,5 +250,9 @@ def validate(cfg: Config) -> None:
     if cfg.data.packing and cfg.method.name in ("prefix", "prompt"):
         raise ConfigError(f"data.packing cannot be used with --method {cfg.method.name}: its virtual "
                           "tokens would be shared by every packed example; use lora, or no packing")
+    frozen = [f"method.{key}" for key in ("freeze_embeddings", "freeze_layers") if getattr(cfg.method, key)]
+    if frozen and cfg.method.name != "freeze":
+        raise ConfigError(f"{' and '.join(frozen)} only apply to --method freeze (this run uses "
+                          f"--method {cfg.method.name}): add --method freeze, or drop them")
     if cfg.data.train is None:
         raise ConfigError("no training data: pass --train FILE (or data.train in the YAML config)")

@@ -55,6 +55,18 @@ def trained_modules(model: Any, new_weights: Collection[str] = ()) -> list[str]:
     return sorted(names)
 
 
+def _not_adapted(model: Any, config: Any) -> list[str] | None:
+    """Fully trained modules less those the adapter itself targets: with
+    `--lora.target-modules ...,pooler.dense` the pooler gets LoRA instead of training whole."""
+    targets = getattr(config, "target_modules", None)
+    keep = list(config.modules_to_save or [])
+    if targets and not isinstance(targets, str):
+        suffixes = tuple("." + t for t in targets)
+        adapted = [name for name, _ in model.named_modules() if name in targets or name.endswith(suffixes)]
+        keep = [m for m in keep if not any(f".{m}." in f".{a}." for a in adapted)]
+    return keep or None
+
+
 class AdapterMethod(Method):
     """A peft method: the base stays frozen, a small set of new weights and the head train."""
 
@@ -71,7 +83,9 @@ class AdapterMethod(Method):
         common = {"task_type": task_type(model),
                   "modules_to_save": sorted(set(trained_modules(model, new_weights)) | set(extra)) or None}
         try:
-            self.model = get_peft_model(model, self.peft_config(model, common))
+            config = self.peft_config(model, common)
+            config.modules_to_save = _not_adapted(model, config)
+            self.model = get_peft_model(model, config)
         except ValueError as exc:
             raise ConfigError(f"method {self.name} cannot wrap {type(model).__name__}: {exc}") from exc
         return self.model
@@ -137,9 +151,11 @@ def shared_body(folder: Path) -> Any:
     return _BODIES[key]
 
 
-# LoRA on every linear layer of a BERT-style block: on SST-2 (MiniLM, 20k rows, 1 epoch) this
-# reached 0.892 against 0.866 for peft's query/value default, with full fine-tuning at 0.907.
-BERT_LORA_TARGETS = ["query", "key", "value", "intermediate.dense", "output.dense"]
+# LoRA on every linear layer of a BERT-style block and on the pooler (which then gets LoRA
+# rather than training whole): SST-2 dev, MiniLM, 3 epochs over 60k rows: 0.9400 with 1.47% of
+# the parameters trainable, against 0.9476 for full fine-tuning; a whole pooler scored 0.9427
+# with 2.07% (README). At 20k rows x 1 epoch, peft's query/value default scored 0.866 vs 0.892.
+BERT_LORA_TARGETS = ["query", "key", "value", "intermediate.dense", "output.dense", "pooler.dense"]
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 
 
