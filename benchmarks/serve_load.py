@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def main() -> None:
         port = free_port()
         server = run_server(args.run, port, batching)
         try:
-            url = f"http://127.0.0.1:{port}/v1/models/{__import__('pathlib').Path(args.run).name}/predict"
+            url = f"http://127.0.0.1:{port}/v1/models/{Path(args.run).name}/predict"
             rows["on" if batching else "off"] = asyncio.run(load(url, texts, args.requests, args.clients))
         finally:
             server.terminate()

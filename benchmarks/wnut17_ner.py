@@ -8,9 +8,10 @@ import sys
 
 from preset_run import run_preset
 
+SPLITS = {"train": "wnut17/train.conll", "validation": "wnut17/dev.conll", "test": "wnut17/test.conll"}
+
 if __name__ == "__main__":
-    splits = {"train": "wnut17/train.conll", "validation": "wnut17/dev.conll", "test": "wnut17/test.conll"}
-    metrics, seconds = run_preset("wnut17.yaml", splits, "bench-wnut17", sys.argv[1:])
+    metrics, seconds = run_preset("wnut17.yaml", SPLITS, "bench-wnut17", sys.argv[1:])
     test, dev = metrics["test"], metrics["validation"]
     print(f"\nWNUT-17 entity micro F1: test {test['f1']:.4f} (P {test['precision']:.4f} "
           f"R {test['recall']:.4f}), dev {dev['f1']:.4f} at step {metrics['training']['best_step']}; "

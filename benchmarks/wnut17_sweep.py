@@ -22,8 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from preset_run import run_preset_in_child
-
-SPLITS = {"train": "wnut17/train.conll", "validation": "wnut17/dev.conll", "test": "wnut17/test.conll"}
+from wnut17_ner import SPLITS
 
 
 def run_one(label: str, overrides: list[str], seed: int, threads: int, deadline: float) -> dict | None:
@@ -61,15 +60,15 @@ def main() -> None:
         results = [r for r in pool.map(lambda job: run_one(*job, args.threads, deadline), jobs) if r]
     print("\n| setting | seeds | dev F1 mean | test F1 mean | dev per seed | test per seed |")
     print("|---|---|---|---|---|---|")
-    ranked = sorted(settings, key=lambda s: -statistics.mean(
-        [r["dev"] for r in results if r["setting"] == s[0]] or [0.0]))
-    for label, overrides in ranked:
+    finished = []  # (label, overrides, dev per seed, test per seed), settings with a finished run
+    for label, overrides in settings:
         mine = [r for r in results if r["setting"] == label]
         if mine:
-            dev, test = [r["dev"] for r in mine], [r["test"] for r in mine]
-            print(f"| {label} `{' '.join(overrides)}` | {len(mine)} | {statistics.mean(dev):.4f} "
-                  f"| {statistics.mean(test):.4f} | {', '.join(f'{v:.4f}' for v in dev)} "
-                  f"| {', '.join(f'{v:.4f}' for v in test)} |")
+            finished.append((label, overrides, [r["dev"] for r in mine], [r["test"] for r in mine]))
+    for label, overrides, dev, test in sorted(finished, key=lambda row: -statistics.mean(row[2])):
+        print(f"| {label} `{' '.join(overrides)}` | {len(dev)} | {statistics.mean(dev):.4f} "
+              f"| {statistics.mean(test):.4f} | {', '.join(f'{v:.4f}' for v in dev)} "
+              f"| {', '.join(f'{v:.4f}' for v in test)} |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +64,7 @@ class BodyLimit:
 
     def __init__(self, app: Any, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
+        self.too_large = {"detail": f"request body over {max_bytes} bytes"}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -71,10 +72,9 @@ class BodyLimit:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             status = 413 if declared.isdigit() else 400
-            return await _send_json(send, status, {"detail": f"request body over {self.max_bytes} bytes"
-                                                   if status == 413 else "invalid Content-Length"})
+            return await _send_json(send, status, self.too_large if status == 413
+                                    else {"detail": "invalid Content-Length"})
         received, too_large, answered = 0, False, False
-        message_413 = {"detail": f"request body over {self.max_bytes} bytes"}
 
         async def limited() -> dict:
             # Past the limit the app sees the body end there; its reply is replaced by a 413.
@@ -95,11 +95,11 @@ class BodyLimit:
                 await send(message)
             elif message["type"] == "http.response.start" and not answered:
                 answered = True
-                await _send_json(send, 413, message_413)
+                await _send_json(send, 413, self.too_large)
 
         await self.app(scope, limited, guarded_send)
         if too_large and not answered:
-            await _send_json(send, 413, message_413)
+            await _send_json(send, 413, self.too_large)
 
 
 async def _send_json(send: Any, status: int, body: dict) -> None:
@@ -226,6 +226,11 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
     return app
 
 
+# What each task takes as one input (others: a text), and how an error message describes it.
+INPUT_SHAPES: dict[str, tuple[Any, str]] = {"qa": (QAInput, "{question, context}"),
+                                            "ner": ((str, list), "a text or a list of words")}
+
+
 def _items(item: Served, request: PredictRequest, limits: Limits) -> list[tuple[Any, Any]]:
     """Check the inputs against the model's task and the limits; (text, pair) per input."""
     inputs = request.inputs
@@ -233,18 +238,16 @@ def _items(item: Served, request: PredictRequest, limits: Limits) -> list[tuple[
         raise HTTPException(422, f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
     if request.pairs is not None and len(request.pairs) != len(inputs):
         raise HTTPException(422, f"{len(inputs)} inputs but {len(request.pairs)} pairs")
-    wanted = {"qa": QAInput, "ner": (str, list)}.get(item.task, str)
+    wanted, shape = INPUT_SHAPES.get(item.task, (str, "a text"))
     items = []
     for i, value in enumerate(inputs):
         if not isinstance(value, wanted):
-            shape = {"qa": "{question, context}", "ner": "a text or a list of words"}.get(item.task, "a text")
             raise HTTPException(422, f"inputs[{i}]: a {item.task} model takes {shape}")
         if isinstance(value, QAInput):
             text, pair = value.question, value.context
-            parts = [value.question, value.context]
         else:
             text, pair = value, request.pairs[i] if request.pairs is not None else None
-            parts = [" ".join(value) if isinstance(value, list) else value] + ([pair] if pair is not None else [])
+        parts = [" ".join(text) if isinstance(text, list) else text] + ([pair] if pair is not None else [])
         longest = max(len(part) for part in parts)
         if longest > limits.max_chars:
             raise HTTPException(422, f"inputs[{i}]: {longest} characters; at most {limits.max_chars} per text")
