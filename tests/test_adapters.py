@@ -50,6 +50,16 @@ def test_run_folder_keeps_the_adapter_and_head_only(lora_run):
     assert json.loads(lora_run.metrics.read_text())["validation"]["accuracy"] >= 0.85
 
 
+def test_adapter_checkpoints_hold_what_trains_not_the_base(tiny_model, toy_data, tmp_path):
+    """A LoRA checkpoint is its adapter and head (resume reloads the frozen base)."""
+    run = train_adapter("lora", tiny_model, toy_data, tmp_path, epochs=1, keep_checkpoints=True)
+    latest = run.checkpoints / (run.checkpoints / "latest.txt").read_text()
+    with safe_open(str(latest / "model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    assert keys and all("lora_" in k or "classifier" in k or "pooler" in k for k in keys), keys
+    assert not any("word_embeddings" in k or "attention.self.query.base_layer" in k for k in keys)
+
+
 def test_a_lora_targeted_pooler_is_adapted_not_trained_whole(tiny_model, toy_data, tmp_path):
     cfg = tiny_config(tiny_model, toy_data, tmp_path, epochs=1)
     cfg.method.name, cfg.lora.target_modules = "lora", "query,value,pooler.dense"

@@ -78,4 +78,15 @@ def test_every_module_imports():
 
 
 def test_public_api_is_lazy():
+    """`import lmtune` loads neither torch nor transformers; the API attributes load them on use."""
+    import subprocess
+    import sys
+
+    script = ("import sys, lmtune\n"
+              "heavy = lambda: sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+              "print(heavy()); lmtune.Config; print(heavy())\n"
+              "assert callable(lmtune.finetune) and callable(lmtune.load); print(heavy())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    before, with_config, with_api = out.splitlines()
+    assert before == with_config == "[]" and "torch" in with_api  # the check itself can see torch
     assert callable(lmtune.finetune) and callable(lmtune.load) and lmtune.Config is Config

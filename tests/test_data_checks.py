@@ -42,10 +42,11 @@ def test_missing_label(tmp_path):
     assert f"{train}:6: field 'label': empty label" in _errors(_cfg(train))
 
 
-def test_missing_column_is_reported_per_row(tmp_path):
+def test_missing_column_is_one_error_naming_the_columns(tmp_path):
     train = write_csv(tmp_path / "train.csv", GOOD)
     message = _errors(_cfg(train, text_column="review"))
-    assert f"{train}:2: field 'review': missing text (no such field)" in message
+    assert message == (f"{train}: no column 'review' (columns: text, label); "
+                       "set --text-column to the column that holds it")
 
 
 def test_unseen_validation_label(tmp_path):

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime  # noqa: F401  (the onnx extra: installed by `make test`, so a missing one fails)
 import pytest
 
-pytest.importorskip("onnxruntime")
-
-import lmtune  # noqa: E402
-from lmtune.config import ConfigError  # noqa: E402
-from lmtune.export import export_onnx  # noqa: E402
-from lmtune.pipeline import finetune  # noqa: E402
-from conftest import QA_CONTEXT, tiny_config  # noqa: E402
+import lmtune
+from lmtune.config import ConfigError
+from lmtune.export import export_onnx
+from lmtune.pipeline import finetune
+from conftest import QA_CONTEXT, tiny_config
 
 
 def train(task, method, model, data, out, epochs=3):
@@ -32,7 +31,10 @@ def test_export_matches_pytorch(task, method, tiny_model, toy_data, ner_data, qa
     assert json.loads((run.root / "onnx" / "parity.json").read_text()) == report
     fp32 = report["variants"]["fp32"]
     assert fp32["max_abs_logit_diff"] < 1e-4 and fp32["agreement"] == 1.0
-    assert report["variants"]["int8"]["agreement"] >= 0.8
+    # Measured on these runs: int8 agrees with PyTorch on every example (60; QA 6), logits within
+    # 0.012. The margin allows one flip in 60 and 4x the logit difference, no more.
+    int8 = report["variants"]["int8"]
+    assert int8["agreement"] >= 0.98 and int8["max_abs_logit_diff"] < 0.05, int8
     metric = next(iter(report["pytorch"]))
     assert fp32[metric] == pytest.approx(report["pytorch"][metric], abs=1e-9)
 

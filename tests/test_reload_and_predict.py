@@ -47,6 +47,35 @@ def test_predict_validates_inputs(trained_run):
         model.predict(["good"], pairs=["bad"])
 
 
+def test_empty_inputs_are_refused_like_in_training(trained_run):
+    model = lmtune.load(trained_run.root)
+    with pytest.raises(ValueError, match="input 1: empty text; there is nothing to predict from"):
+        model.predict(["good", "   "])
+
+
+def test_each_prediction_says_whether_its_input_was_truncated(trained_run, capsys):
+    from lmtune.cli import main
+
+    long_text = " ".join(["good"] * 200)  # 202 tokens for a model that reads 32
+    short, cut = lmtune.load(trained_run.root).predict(["good", long_text])
+    assert short["truncated"] is False and short["tokens"] == 3
+    assert cut["truncated"] is True and cut["tokens"] == 202
+    assert main(["predict", str(trained_run.root), "good", long_text]) == 0
+    assert "1 of 2 input(s) were longer than 32 tokens and were truncated" in capsys.readouterr().err
+
+
+def test_a_finished_run_keeps_its_model_and_no_checkpoints(trained_run, toy_data, tiny_model, tmp_path):
+    """Checkpoints serve resume only: a finished run folder is its model plus small files."""
+    assert not trained_run.checkpoints.exists()
+    model_bytes = sum(f.stat().st_size for f in trained_run.model.rglob("*") if f.is_file())
+    run_bytes = sum(f.stat().st_size for f in trained_run.root.rglob("*") if f.is_file())
+    assert run_bytes <= 1.1 * model_bytes + 200_000  # plots and logs: a few tens of kB here
+    with pytest.raises(FileNotFoundError, match="this run finished .* --train.keep-checkpoints true"):
+        finetune(None, resume=trained_run.root, quiet=True)
+    kept = finetune(tiny_config(tiny_model, toy_data, tmp_path, max_steps=2, keep_checkpoints=True), quiet=True)
+    assert (kept.checkpoints / "latest.txt").is_file() and (kept.checkpoints / "best.txt").is_file()
+
+
 def test_evaluate_writes_report(trained_run, toy_data):
     metrics = lmtune.evaluate(trained_run.root, toy_data["validation"], quiet=True)
     out = trained_run.root / "eval" / "dev"

@@ -12,12 +12,16 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from lmtune.pipeline import finetune
+from lmtune.training.callbacks import Callback
 from lmtune.training.checkpoint import read_pointer
 from conftest import tiny_config
+
+pytestmark = pytest.mark.precision
 
 SETTINGS = dict(epochs=3, eval_strategy="steps", eval_steps=10, save_steps=2)
 
@@ -75,14 +79,37 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_model, toy_data, tmp_path
 
 
 def test_interrupted_checkpoint_write_leaves_previous_usable(tiny_model, toy_data, tmp_path):
-    """A crash mid-write leaves a .tmp folder that no pointer names; resume uses the last one."""
-    cfg = tiny_config(tiny_model, toy_data, tmp_path, max_steps=4, eval_strategy="no", save_steps=2)
-    run = finetune(cfg, quiet=True)
-    root = run.checkpoints
+    """A crash mid-write leaves a .tmp folder that no pointer names; resume ignores it, continues
+    from the last complete checkpoint and ends with the weights of an uninterrupted run."""
+    settings = dict(max_steps=4, eval_strategy="no", save_steps=2)
+
+    class Crash(Callback):
+        def on_step(self, row, loop_state):
+            if row["step"] == 3:  # after the step-2 checkpoint
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(tiny_config(tiny_model, toy_data, tmp_path / "crashed", **settings), callbacks=[Crash()],
+                 quiet=True)
+    run_dir = tmp_path / "crashed" / "run"
+    root = run_dir / "checkpoints"
     latest = read_pointer(root, "latest.txt")
-    partial = root / ".tmp-step-0000006"
+    assert latest.name == "step-0000002"
+    partial = root / ".tmp-step-0000004"  # the step-4 checkpoint, cut short while being written
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"\x00garbage")
     assert read_pointer(root, "latest.txt") == latest
-    state = json.loads((latest / "state.json").read_text())
-    assert state["step"] == 4
+
+    class Start(Callback):
+        def on_train_begin(self, info):
+            self.step = info["step"]
+
+    start = Start()
+    resumed = finetune(None, resume=run_dir, callbacks=[start], quiet=True)
+    assert start.step == 2  # continued from the complete checkpoint, not from scratch
+    straight = finetune(tiny_config(tiny_model, toy_data, tmp_path / "straight", **settings), quiet=True)
+    a = load_file(str(resumed.model / "model.safetensors"))
+    b = load_file(str(straight.model / "model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    assert json.loads(resumed.metrics.read_text())["training"]["steps"] == 4
+    assert [r["step"] for r in resumed.log_rows() if r["kind"] == "train"] == [1, 2, 3, 4]

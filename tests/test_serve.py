@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fastapi.testclient import TestClient  # the serve extra: installed by `make test`, so no skip
 
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-
-import lmtune  # noqa: E402
-from lmtune.pipeline import finetune  # noqa: E402
-from lmtune.serving import Limits, create_app  # noqa: E402
-from conftest import QA_CONTEXT, tiny_config  # noqa: E402
+import lmtune
+from lmtune.pipeline import finetune
+from lmtune.serving import Limits, create_app
+from conftest import QA_CONTEXT, tiny_config
 
 KEY = "s3cret-key"
 
@@ -67,11 +65,11 @@ def test_each_task_answers_like_the_python_api(client, predictors):
     ({"inputs": ["a"] * 5}, 422, "at most 4 per request"),
     ({"inputs": ["x" * 201]}, 422, "at most 200 per text"),
     ({"inputs": "just a string"}, 422, "list"),
-    ({"inputs": [3]}, 422, ""),
+    ({"inputs": [3]}, 422, "Input should be a valid string"),
     ({"inputs": ["good"], "pairs": ["a", "b"]}, 422, "1 inputs but 2 pairs"),
     ({"inputs": [{"question": "q", "context": "c"}]}, 422, "classification model takes a text"),
-    ({"inputs": ["good"], "options": {"top_k": 0}}, 422, ""),
-    ({"inputs": ["good"], "extra": 1}, 422, ""),
+    ({"inputs": ["good"], "options": {"top_k": 0}}, 422, "greater than or equal to 1"),
+    ({"inputs": ["good"], "extra": 1}, 422, "Extra inputs are not permitted"),
 ])
 def test_bad_requests_get_a_message_and_the_server_keeps_serving(client, body, status, message):
     response = predict(client, "classification", body)
@@ -138,6 +136,66 @@ def test_requests_arriving_together_share_a_batch():
     assert asyncio.run(scenario(False)) == together and calls == [2, 2, 2, 2]
 
 
+def test_a_bad_request_fails_alone_not_the_batch_it_arrives_with(predictors):
+    """Requests that arrive together share a batch; one the model cannot take (text pairs for a
+    single-text classifier, a word list) is refused on its own, before it joins the batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app({"classification": predictors["classification"]}, max_batch=64, max_wait_ms=300)
+    good = {"inputs": ["the film was good", "bad plot"]}
+    bad = [({"inputs": ["good"], "pairs": ["a second text"]}, "trained on single texts"),
+           ({"inputs": [["good", "film"]]}, "classification model takes a text")]
+    bodies = [(good, None), *bad] * 4
+    with TestClient(app) as client:
+        expected = predict(client, "classification", good).json()["predictions"]
+        inputs_before, batches_before = _batch_stats(client)
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            responses = list(pool.map(lambda body: predict(client, "classification", body[0]), bodies))
+        for (body, message), response in zip(bodies, responses):
+            if message is None:
+                assert response.status_code == 200 and response.json()["predictions"] == expected
+            else:
+                assert response.status_code == 422 and message in response.json()["detail"]
+        # Only the good requests' inputs reached the model, and they did share forward passes.
+        inputs, batches = _batch_stats(client)
+        assert inputs - inputs_before == 4 * len(good["inputs"])
+        assert batches - batches_before < 4
+
+
+def _batch_stats(client) -> tuple[float, float]:
+    """Inputs the model has run on so far, and in how many forward passes (batch-size histogram)."""
+    text = client.get("/metrics").text
+    return tuple(float(text.split(f'lmtune_batch_size_{kind}{{model="classification"}} ')[1].split()[0])
+                 for kind in ("sum", "count"))
+
+
+def test_an_error_inside_a_batch_reaches_only_its_request():
+    """Should a request still fail inside a shared batch, each request is run alone: the others
+    get their results, the one at fault its own error."""
+    from lmtune.serving.batching import Batcher
+
+    calls = []
+
+    def fake_predict(items, options):
+        calls.append(list(items))
+        if "boom" in items:
+            raise ValueError("boom is not an input this model takes")
+        return [f"{item}!" for item in items]
+
+    async def scenario():
+        batcher = Batcher(fake_predict, max_batch=8, max_wait_ms=50)
+        batcher.start()
+        results = await asyncio.gather(batcher.submit(["a"], {}), batcher.submit(["boom"], {}),
+                                       batcher.submit(["b", "c"], {}), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    ok_a, failed, ok_bc = asyncio.run(scenario())
+    assert ok_a == ["a!"] and ok_bc == ["b!", "c!"]
+    assert isinstance(failed, ValueError) and "boom is not an input" in str(failed)
+    assert calls == [["a", "boom", "b", "c"], ["a"], ["boom"], ["b", "c"]]
+
+
 @pytest.fixture
 def live_server(predictors):
     """The app under uvicorn on a free local port, in a thread; stopped after the test."""
@@ -163,7 +221,7 @@ def live_server(predictors):
 
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server):
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")

@@ -10,8 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lmtune.config import ConfigError
 from lmtune.pipeline import finetune
 from conftest import tiny_config
+
+pytestmark = pytest.mark.precision
 
 
 def _weights(run) -> dict[str, torch.Tensor]:
@@ -73,6 +76,33 @@ def test_early_stopping_stops_and_keeps_best(tiny_model, toy_data, tmp_path):
     assert metrics["validation"]["loss"] == pytest.approx(best["loss"])
     assert evals[-1]["step"] - best["step"] == 2 * 2  # patience 2 evaluations, every 2 steps
     assert metrics["training"]["steps"] < 30 * 13
+
+
+@pytest.mark.parametrize("metric, pick", [("loss", min), ("accuracy", max)])
+def test_the_best_checkpoint_follows_the_metrics_direction(metric, pick, tiny_model, toy_data, tmp_path):
+    """No greater_is_better given: loss is lower-is-better, accuracy higher-is-better."""
+    cfg = tiny_config(tiny_model, toy_data, tmp_path, epochs=4, eval_strategy="steps", eval_steps=4,
+                      metric_for_best=metric)
+    run = finetune(cfg, quiet=True)
+    evals = [r for r in run.log_rows() if r["kind"] == "eval"]
+    assert len({r[metric] for r in evals}) > 1  # the choice matters
+    # The first of equal values wins, and equal values break ties by lower loss.
+    best = sorted(evals, key=lambda r: (-r[metric] if pick is max else r[metric], r["loss"]))[0]
+    assert json.loads(run.metrics.read_text())["training"]["best_step"] == best["step"]
+
+
+def test_an_unknown_metric_is_refused_before_the_model_loads(tiny_model, toy_data, tmp_path, capsys):
+    from lmtune.cli import main
+
+    code = main(["train", "--model", str(tiny_model), "--train", str(toy_data["train"]),
+                 "--output-dir", str(tmp_path), "--run-name", "typo", "--train.metric-for-best", "f1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--train.metric-for-best 'f1' is not a classification metric" in err
+    assert "accuracy, subset_accuracy, macro_f1" in err and "loss" in err
+    assert not (tmp_path / "typo").exists()
+    cfg = tiny_config(tiny_model, toy_data, tmp_path, metric_for_best="acuracy")
+    with pytest.raises(ConfigError, match="did you mean 'accuracy'"):
+        finetune(cfg, quiet=True)
 
 
 def test_class_weights_and_label_smoothing_change_the_loss(tiny_model, toy_data, tmp_path):

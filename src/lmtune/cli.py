@@ -7,12 +7,14 @@ Flags and the YAML config are the same schema: any field is `--group.field value
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections import Counter
 from typing import Any, Sequence
 
-from .config import Config, ConfigError
+from . import __version__
+from .config import Config, ConfigError, FieldInfo, commented_yaml, describe
 
 # Short flags -> config keys (the long form `--group.field` always works too).
 SHORTHANDS = {
@@ -26,12 +28,74 @@ SHORTHANDS = {
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    for flag in SHORTHANDS:
+    fields = {info.key: info for _, _, infos in describe() for info in infos}
+    for flag, key in SHORTHANDS.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None,
-                            help=f"sets {SHORTHANDS[flag]}")
+                            help=_escape(fields[key].help) + (f" (= --{_flag(key)})" if "." in key
+                                                              else f" (default: {_default_text(fields[key])})"))
     parser.add_argument("--multi-label", action="store_true", default=None,
                         help="labels are lists (or --label-separator joined); sigmoid + per-label F1")
     parser.add_argument("--config", help="YAML config (groups: model, data, method, train, eval)")
+
+
+def _flag(key: str) -> str:
+    """A config key as its command-line flag (without the dashes): train.learning_rate -> train.learning-rate."""
+    return key.replace("_", "-")
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")  # argparse %-formats help strings
+
+
+def _default_text(info: FieldInfo) -> str:
+    """A value as typed on the command line (none, true/false)."""
+    if info.value is None:
+        return "none"
+    return str(info.value).lower() if isinstance(info.value, bool) else str(info.value)
+
+
+def _add_config_fields(parser: argparse.ArgumentParser) -> None:
+    """Every config field as `--group.field VALUE`, grouped as in the YAML file, with its default
+    and description from the typed config (so the help cannot drift from the schema)."""
+    for name, about, infos in describe():
+        if not name:
+            continue  # top-level fields (task) have their own short flags
+        section = parser.add_argument_group(f"--{name}.* ({about})" if about else name)
+        for info in infos:
+            is_bool = info.type_name == "bool"
+            section.add_argument(f"--{_flag(info.key)}", dest=info.key, default=argparse.SUPPRESS,
+                                 metavar=info.type_name.upper(), nargs="?" if is_bool else None,
+                                 const="true" if is_bool else None,
+                                 help=f"{_escape(info.help)} (default: {_default_text(info)})")
+
+
+def _normalized(argv: Sequence[str]) -> list[str]:
+    """`--group.field_name` and `--group.field-name` are the same flag: argparse knows the dashed one."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and "." in token.split("=", 1)[0]:
+            key, sep, value = token.partition("=")
+            token = key.replace("_", "-") + sep + value
+        out.append(token)
+    return out
+
+
+def _unknown(extra: Sequence[str], parser: argparse.ArgumentParser, config_fields: bool) -> ConfigError:
+    """The error for flags argparse did not know, with the closest known flag as a suggestion."""
+    token = next((e for e in extra if e.startswith("-")), extra[0])
+    flag = token.split("=", 1)[0]
+    if config_fields and flag.startswith("--") and "." in flag:
+        try:  # the config's own message: unknown key '...'; did you mean --group.field?
+            Config().override(flag[2:], "", flag)
+        except ConfigError as exc:
+            return exc
+    options = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    if not flag.startswith("-"):
+        return ConfigError(f"unexpected argument {token!r}" + ("; config fields are --group.field VALUE"
+                                                                if config_fields else ""))
+    hint = f"; did you mean {close[0]}?" if close else f"; see lmtune {parser.prog.split()[-1]} --help"
+    return ConfigError(f"unknown option {flag!r}{hint}")
 
 
 def _add_prompting_flags(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +112,8 @@ def _add_prompting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
-    """Parse `--group.field value` / `--group.field=value` pairs left over by argparse."""
+    """Parse `--group.field value` / `--group.field=value` pairs (the benchmarks pass theirs on
+    to Config.override this way)."""
     pairs, i = [], 0
     while i < len(extra):
         token = extra[i]
@@ -66,7 +131,15 @@ def _overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def build_config(args: argparse.Namespace, extra: Sequence[str]) -> Config:
+def _field_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The `--group.field VALUE` flags given: dotted key -> value."""
+    return {key: value for key, value in vars(args).items() if "." in key}
+
+
+def build_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+    """The YAML file (--config), then the short flags, then `--group.field` flags, in that order."""
+    if extra:
+        raise ConfigError(f"unexpected arguments: {' '.join(extra)}")
     cfg = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
     for flag, key in SHORTHANDS.items():
         value = getattr(args, flag, None)
@@ -74,8 +147,8 @@ def build_config(args: argparse.Namespace, extra: Sequence[str]) -> Config:
             cfg.override(key, value, f"--{flag.replace('_', '-')}")
     if getattr(args, "multi_label", None):
         cfg.data.multi_label = True
-    for key, value in _overrides(extra):
-        cfg.override(key, value, f"--{key}")
+    for key, value in _field_flags(args).items():
+        cfg.override(key, value, f"--{_flag(key)}")
     return cfg
 
 
@@ -83,7 +156,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .pipeline import finetune
 
     if args.resume:
-        if extra or any(getattr(args, f, None) is not None for f in SHORTHANDS):
+        if extra or _field_flags(args) or any(getattr(args, f, None) is not None for f in SHORTHANDS):
             raise ConfigError("--resume continues a run with its saved config; do not pass other flags")
         finetune(None, resume=args.resume)
         return 0
@@ -98,8 +171,21 @@ def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return _evaluate_prompted(args)
     if args.run is None and args.model is None:
         raise ConfigError("give a run folder, or --model with --zero-shot (or --task generation)")
-    evaluate(args.run, args.data, base=None if args.run else _base_config(args))
+    evaluate(args.run, args.data, base=None if args.run else _base_config(args),
+             text_column=args.text_column, text_pair_column=args.text_pair_column,
+             label_column=args.label_column, on_error=args.on_error, data_format=args.data_format)
     return 0
+
+
+def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    """A file whose fields are named differently from the training data's can still be scored
+    (--text-column and --label-column come with the prompting flags)."""
+    parser.add_argument("--text-pair-column", help="second text field of --data (text-pair models)")
+    parser.add_argument("--data.on-error", "--data.on_error", dest="on_error", choices=["raise", "skip"],
+                        help="skip: leave out rows with errors (counted and printed); default: the run's")
+    parser.add_argument("--data.format", dest="data_format",
+                        choices=["auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad"],
+                        help="how to read --data (auto: by extension, else the run's usual layout)")
 
 
 def _base_config(args: argparse.Namespace) -> Config:
@@ -159,10 +245,16 @@ def _evaluate_prompted(args: argparse.Namespace) -> int:
 
 def _read_inputs(path: str, text_field: str, pair_field: str | None) -> tuple[list[dict], list[str], list[str] | None]:
     from .data import read_table
+    from .data.checks import check_columns
+    from .data.records import DataError
 
     dataset = read_table(path)
     if dataset.issues:
         raise ValueError("\n".join(str(i) for i in dataset.issues))
+    fields = [f for f in (text_field, pair_field) if f]
+    missing = check_columns(dataset, [(f, None) for f in fields])
+    if missing:  # one message with the file's columns, not one per row
+        raise DataError(missing, advice=f"The model reads {', '.join(map(repr, fields))}.")
     rows, texts, pairs = [], [], [] if pair_field else None
     for record in dataset.records:
         if text_field not in record.fields:
@@ -207,6 +299,11 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
         texts, pairs = list(args.texts), ([args.pair] * len(args.texts) if args.pair else None)
         rows = [{data.text_column: t} for t in texts]
     predictions = predictor.predict(texts, pairs, **options)
+    cut = sum(1 for p in predictions if isinstance(p, dict) and p.get("truncated"))
+    if cut:
+        print(f"lmtune: {cut} of {len(predictions)} input(s) were longer than "
+              f"{predictor.cfg.model.max_length} tokens and were truncated (marked \"truncated\": true); "
+              "the model only read their start", file=sys.stderr)
     as_json = bool(args.output or args.json)
     _write((json.dumps({**row, "prediction": p}) + "\n" if as_json else _shown(p, row.get(data.text_column, ""))
             for row, p in zip(rows, predictions)), args.output, "predictions")
@@ -301,7 +398,7 @@ def cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Print every data problem with file:line:field, counts, and token length statistics."""
     from .models import load_tokenizer, quiet_transformers, resolve_model
-    from .pipeline import encode_splits, prepare_data
+    from .pipeline import encode_splits, prepare_data, say_notes
     from .tasks import get_task
 
     cfg = build_config(args, extra)
@@ -312,6 +409,7 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     task = get_task(cfg)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name))
     splits, report, issues = prepare_data(cfg, task)
+    say_notes(splits.values())
     encode_splits(cfg, task, tokenizer, splits, report, quiet=True)
 
     for issue in issues:
@@ -338,16 +436,35 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 1 if errors else 0
 
 
+def cmd_config(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Print the whole config (defaults, with any flags given applied) as YAML with each
+    field's description as a comment: a file to start from."""
+    cfg = build_config(args, extra)
+    print(f"# lmtune config for {cfg.task} / {cfg.method.name}; edit, then: lmtune train --config FILE\n"
+          + commented_yaml(cfg), end="")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmtune", allow_abbrev=False,
                                      description="Fine-tune pretrained language models on NLP tasks.")
+    parser.add_argument("--version", action="version", version=f"lmtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", allow_abbrev=False, help="fine-tune a model; writes a run folder",
-                           epilog="Any config field: --group.field VALUE, e.g. --train.epochs 2")
+    usage = "%(prog)s [--config FILE] [--task TASK] [--model MODEL] [--train FILE] ... [--group.field VALUE ...]"
+    train = sub.add_parser("train", allow_abbrev=False, help="fine-tune a model; writes a run folder", usage=usage,
+                           epilog="Every config field is a flag (listed above by group); `lmtune config` "
+                                  "prints them all as a YAML file to start from.")
     _add_data_flags(train)
     train.add_argument("--resume", help="continue an interrupted run from its last checkpoint")
+    _add_config_fields(train)
     train.set_defaults(func=cmd_train)
+
+    config = sub.add_parser("config", allow_abbrev=False, usage=usage,
+                            help="print the full config as commented YAML (e.g. --task ner --method lora)")
+    _add_data_flags(config)
+    _add_config_fields(config)
+    config.set_defaults(func=cmd_config)
 
     evaluate = sub.add_parser("evaluate", allow_abbrev=False, help="score a run on labeled data")
     evaluate.add_argument("run", nargs="?")
@@ -355,6 +472,7 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="zero-shot: the first N rows only")
     evaluate.add_argument("--output", help="zero-shot: write the metrics JSON here")
     _add_prompting_flags(evaluate)
+    _add_evaluate_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     generate = sub.add_parser("generate", allow_abbrev=False, help="generate text with a generation run")
@@ -418,9 +536,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", allow_abbrev=False, help="list data problems before training")
+    check = data_sub.add_parser("check", allow_abbrev=False, help="list data problems before training",
+                                usage=usage)
     _add_data_flags(check)
+    _add_config_fields(check)
     check.set_defaults(func=cmd_data_check)
+    for command in (*sub.choices.values(), check):
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -441,15 +563,15 @@ def _assign_positionals(args: argparse.Namespace, extra: list[str]) -> list[str]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_normalized(sys.argv[1:] if argv is None else argv))
     if args.command in ("predict", "generate"):
         extra = _assign_positionals(args, extra)
-    if extra and args.func not in (cmd_train, cmd_data_check):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .data.records import DataError
     from .models import ModelNotFoundError
 
     try:
+        if extra:
+            raise _unknown(extra, args.command_parser, args.func in (cmd_train, cmd_data_check, cmd_config))
         return args.func(args, extra)
     except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"lmtune: error: {exc}", file=sys.stderr)

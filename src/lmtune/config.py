@@ -2,11 +2,15 @@
 
 Groups: model, data, method (with lora, ia3, prompt settings), train, eval, generation. A YAML file mirrors the groups; CLI overrides are
 `--group.field value` (dashes or underscores), plus a few shorthands for the common data flags.
+Every field carries a one-line description (`option(default, help)`): `lmtune train --help` and
+`lmtune config` show them, so the schema is the one place a field is documented.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,121 +24,136 @@ class ConfigError(ValueError):
     """A config value or key that cannot be used; the message says which and what to do."""
 
 
+def option(default: Any, help: str) -> Any:
+    """A config field with its one-line description, so `lmtune train --help` and
+    `lmtune config` can show every field from the schema itself."""
+    return field(default=default, metadata={"help": help})
+
+
+def group(factory: Any, help: str) -> Any:
+    """A config group (a nested dataclass) with its description."""
+    return field(default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
-    name: str = "minilm"  # packaged alias | local folder | hub id
-    max_length: int = 128  # tokens per example; longer inputs are truncated (and counted)
+    name: str = option("minilm", "packaged alias | local folder | hub id")
+    max_length: int = option(128, "tokens per example; longer inputs are truncated (and counted)")
 
 
 @dataclass
 class DataConfig:
-    train: Optional[str] = None
-    validation: Optional[str] = None
-    test: Optional[str] = None
-    text_column: str = "text"
-    text_pair_column: Optional[str] = None  # second text for pair tasks (NLI, paraphrase)
-    label_column: str = "label"
-    multi_label: bool = False
-    label_separator: Optional[str] = None  # e.g. "|" for "sports|politics" multi-label fields
-    on_error: str = "raise"  # raise | skip (skip counts and reports every skipped row)
-    validation_split: float = 0.0  # carve a validation set from train when none is given
-    tag_scheme: str = "auto"  # ner: auto | iob1 | iob2 | bioes (auto: BIOES if S-/E- tags, else IOB2)
-    label_all_tokens: bool = False  # ner: label every word piece, not just the first
-    window_overlap: int = 32  # ner: word pieces shared by consecutive windows of a long input
-    prompt_column: str = "prompt"  # generation: prompt/response fields, or chat `messages`
-    response_column: str = "response"
-    chat_template: str = "auto"  # generation: auto (the tokenizer's, when it has one) | none
-    packing: bool = False  # generation: pack short examples into one sequence (isolated attention)
+    train: Optional[str] = option(None, "training file: csv, tsv, jsonl, parquet (ner: CoNLL; qa: SQuAD json)")
+    validation: Optional[str] = option(None, "validation file: evaluated during training, picks the best checkpoint")
+    test: Optional[str] = option(None, "test file: scored once with the best model at the end")
+    text_column: str = option("text", "field holding the input text")
+    text_pair_column: Optional[str] = option(None, "second text for pair tasks (NLI, paraphrase)")
+    label_column: str = option("label", "field holding the label")
+    multi_label: bool = option(False, "several labels per example (sigmoid outputs, per-label F1)")
+    label_separator: Optional[str] = option(None, "e.g. \"|\" for \"sports|politics\" multi-label fields")
+    on_error: str = option("raise", "raise | skip (skip counts and reports every skipped row)")
+    format: str = option("auto", "auto | csv | tsv | jsonl | parquet | conll | squad (auto: by extension, "
+                                 "else the task's usual layout when the content is that)")
+    validation_split: float = option(0.0, "carve a validation set from train when none is given")
+    tag_scheme: str = option("auto", "ner: auto | iob1 | iob2 | bioes (auto: BIOES if S-/E- tags, else IOB2)")
+    label_all_tokens: bool = option(False, "ner: label every word piece, not just the first")
+    window_overlap: int = option(32, "ner: word pieces shared by consecutive windows of a long input")
+    prompt_column: str = option("prompt", "generation: the prompt field (or chat `messages` instead)")
+    response_column: str = option("response", "generation: the response field (what the model learns to write)")
+    chat_template: str = option("auto", "generation: auto (the tokenizer's, when it has one) | none")
+    packing: bool = option(False, "generation: pack short examples into one sequence (isolated attention)")
 
 
 @dataclass
 class MethodConfig:
-    name: str = "full"  # full | freeze | lora | adalora | ia3 | prefix | prompt
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0  # freeze the lower N encoder layers
-    modules_to_save: Optional[str] = None  # adapters: extra modules that train fully (comma list)
+    name: str = option("full", "full | freeze | lora | adalora | ia3 | prefix | prompt")
+    freeze_embeddings: bool = option(False, "freeze: keep the embedding layer fixed")
+    freeze_layers: int = option(0, "freeze: keep the lower N encoder layers fixed")
+    modules_to_save: Optional[str] = option(None, "adapters: extra modules that train fully (comma list)")
 
 
 @dataclass
 class LoraSettings:
     """LoRA and AdaLoRA (for AdaLoRA, r is the average rank it ends with)."""
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: Optional[str] = None  # comma list, or all-linear; None: per-architecture default
+    r: int = option(8, "LoRA rank (AdaLoRA: the average rank it ends with)")
+    alpha: int = option(16, "LoRA scaling: the update is multiplied by alpha / r")
+    dropout: float = option(0.1, "dropout on the LoRA branch's input")
+    target_modules: Optional[str] = option(None, "comma list, or all-linear; None: per-architecture default")
 
 
 @dataclass
 class Ia3Settings:
-    target_modules: Optional[str] = None  # None: per-architecture default
-    feedforward_modules: Optional[str] = None
+    target_modules: Optional[str] = option(None, "modules IA3 rescales (comma list); None: per-architecture default")
+    feedforward_modules: Optional[str] = option(None, "which target_modules are feed-forward (IA3 scales their input)")
 
 
 @dataclass
 class PromptSettings:
     """Prefix tuning and prompt tuning."""
-    num_virtual_tokens: int = 20
+    num_virtual_tokens: int = option(20, "virtual tokens learned and prepended to every input")
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0
-    max_steps: int = 0  # >0 overrides epochs
-    batch_size: int = 32
-    learning_rate: Optional[float] = None  # None: by model width (see training/loop.py)
-    weight_decay: float = 0.01
-    scheduler: str = "linear"  # linear | cosine | constant
-    warmup_ratio: float = 0.06
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16  (auto: bf16 where the hardware has it)
-    group_by_length: bool = True
-    eval_strategy: str = "epoch"  # epoch | steps | no
-    eval_steps: int = 500
-    save_steps: int = 0  # extra checkpoints every N optimizer steps (0: at each evaluation)
-    early_stopping_patience: int = 0  # evaluations without improvement before stopping (0: off)
-    metric_for_best: str = "accuracy"
-    greater_is_better: bool = True
-    class_weights: Optional[str] = None  # balanced | none
-    label_smoothing: float = 0.0
-    seed: int = 42
-    num_threads: int = 0  # 0: torch default
-    logging_steps: int = 20
-    output_dir: str = "runs"
-    run_name: Optional[str] = None
-    overwrite: bool = False  # replace an existing run folder of the same name
-    progress: bool = True
+    epochs: float = option(3.0, "passes over the training data (fractions allowed)")
+    max_steps: int = option(0, "optimizer steps to train; > 0 overrides epochs")
+    batch_size: int = option(32, "examples per forward pass per process (a step sees x grad_accum x processes)")
+    learning_rate: Optional[float] = option(None, "peak learning rate; None: the method's default, else by model width")
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    scheduler: str = option("linear", "learning-rate schedule after warm-up: linear | cosine | constant")
+    warmup_ratio: float = option(0.06, "fraction of the steps over which the learning rate warms up from 0")
+    grad_accum: int = option(1, "forward passes accumulated per optimizer step")
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+    mixed_precision: str = option("auto", "auto | no | bf16 | fp16  (auto: bf16 where the hardware has it)")
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
+    eval_strategy: str = option("epoch", "when to evaluate on validation data: epoch | steps | no")
+    eval_steps: int = option(500, "eval_strategy steps: evaluate every N optimizer steps")
+    save_steps: int = option(0, "extra checkpoints every N optimizer steps (0: at each evaluation)")
+    keep_checkpoints: bool = option(False, "keep checkpoints/ after a finished run (default: only model/)")
+    save_total_limit: int = option(1, "resume checkpoints kept while training (the best one is kept besides)")
+    early_stopping_patience: int = option(0, "evaluations without improvement before stopping (0: off)")
+    metric_for_best: Optional[str] = option(None, "None: the task's headline metric (accuracy, f1, perplexity)")
+    greater_is_better: Optional[bool] = option(None, "None: from the metric (loss, perplexity: lower is better)")
+    class_weights: Optional[str] = option(None, "balanced (loss weighted by inverse class frequency) | none")
+    label_smoothing: float = option(0.0, "classification: label smoothing of the cross-entropy loss")
+    seed: int = option(42, "seed for the new head's weights, data order and dropout")
+    num_threads: int = option(0, "CPU threads torch uses (0: torch's default)")
+    logging_steps: int = option(20, "log the training loss every N optimizer steps")
+    output_dir: str = option("runs", "folder the run folder is created in")
+    run_name: Optional[str] = option(None, "the run folder's name; none: task-model-date-time")
+    overwrite: bool = option(False, "replace an existing run folder of the same name")
+    progress: bool = option(True, "show training progress (a bar on a terminal, else a line every 30 s)")
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 64
-    threshold: float = 0.5  # multi-label decision threshold
-    max_answer_tokens: int = 30  # qa: longest answer span considered
-    null_threshold: Optional[float] = None  # qa: allow "no answer" when it wins by this margin
+    batch_size: int = option(64, "examples per forward pass in evaluation and prediction")
+    threshold: float = option(0.5, "multi-label decision threshold")
+    max_answer_tokens: int = option(30, "qa: longest answer span considered")
+    null_threshold: Optional[float] = option(None, "qa: allow \"no answer\" when it wins by this margin")
 
 
 @dataclass
 class GenerationSettings:
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0: greedy; > 0: sampling
-    top_p: float = 1.0
-    stop: Optional[str] = None  # stop string (generation ends at its first occurrence)
-    batch_size: int = 8
+    max_new_tokens: int = option(64, "longest generated continuation, in tokens")
+    temperature: float = option(0.0, "0: greedy; > 0: sampling")
+    top_p: float = option(1.0, "sampling: keep the most likely tokens up to this total probability")
+    stop: Optional[str] = option(None, "stop string (generation ends at its first occurrence)")
+    batch_size: int = option(8, "prompts generated together")
 
 
 @dataclass
 class Config:
-    task: str = "classification"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    ia3: Ia3Settings = field(default_factory=Ia3Settings)
-    prompt: PromptSettings = field(default_factory=PromptSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    task: str = option("classification", "classification | ner | qa | generation")
+    model: ModelConfig = group(ModelConfig, "the base model")
+    data: DataConfig = group(DataConfig, "data files and fields")
+    method: MethodConfig = group(MethodConfig, "which parameters train: full, freeze or a PEFT adapter")
+    lora: LoraSettings = group(LoraSettings, "LoRA and AdaLoRA settings")
+    ia3: Ia3Settings = group(Ia3Settings, "IA3 settings")
+    prompt: PromptSettings = group(PromptSettings, "prefix tuning and prompt tuning settings")
+    train: TrainConfig = group(TrainConfig, "the training loop")
+    eval: EvalConfig = group(EvalConfig, "evaluation and prediction")
+    generation: GenerationSettings = group(GenerationSettings, "text generation, for the generation task")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -208,6 +227,76 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class FieldInfo:
+    """One config field as `lmtune train --help` and `lmtune config` show it."""
+
+    key: str  # dotted, as in the YAML file: "train.learning_rate" ("task" at the top level)
+    value: Any  # its value in the config described (the default, for Config())
+    help: str
+    type_name: str  # int | float | str | bool
+
+
+def describe(cfg: Config | None = None) -> list[tuple[str, str, list[FieldInfo]]]:
+    """Every field of `cfg` by group, in schema order: (group, group description, fields).
+    Top-level fields (task) come first, under the group name ""."""
+    cfg = cfg if cfg is not None else Config()
+    top: list[FieldInfo] = []
+    groups: list[tuple[str, str, list[FieldInfo]]] = []
+    for outer in dataclasses.fields(cfg):
+        value = getattr(cfg, outer.name)
+        if dataclasses.is_dataclass(value):
+            infos = [_info(value, inner, f"{outer.name}.{inner.name}") for inner in dataclasses.fields(value)]
+            groups.append((outer.name, outer.metadata.get("help", ""), infos))
+        else:
+            top.append(_info(cfg, outer, outer.name))
+    return [("", "", top), *groups] if top else groups
+
+
+def _info(owner: Any, spec: dataclasses.Field, key: str) -> FieldInfo:
+    annotation = _field_type(owner, spec.name)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return FieldInfo(key, getattr(owner, spec.name), spec.metadata.get("help", ""),
+                     getattr(annotation, "__name__", str(annotation)))
+
+
+def _closest_key(key: str) -> str | None:
+    """The config key a misspelt one most likely meant: a close spelling of the dotted key,
+    else the same field name in another group (train.threshold -> eval.threshold)."""
+    keys = [info.key for _, _, infos in describe() for info in infos]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    if len(same_leaf) == 1:
+        return same_leaf[0]
+    group, _, _ = key.rpartition(".")
+    siblings = {k.rsplit(".", 1)[-1]: k for k in keys if k.rpartition(".")[0] == group}
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    return siblings[close[0]] if close else None
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("...\n").strip()
+
+
+def commented_yaml(cfg: Config | None = None) -> str:
+    """`cfg` (default: the default config) as YAML with each field's description as a comment:
+    a file to start from, which Config.from_yaml reads back as it is."""
+    lines: list[str] = []
+    for name, about, infos in describe(cfg):
+        indent = "  " if name else ""
+        if name:
+            lines += ["", f"{name}:  # {about}"]
+        entries = [f"{indent}{info.key.rsplit('.', 1)[-1]}: {_yaml_scalar(info.value)}" for info in infos]
+        width = max(map(len, entries), default=0)
+        lines += [f"{entry.ljust(width)}  # {info.help}" if info.help else entry
+                  for entry, info in zip(entries, infos)]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
 def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
     parts = dotted.replace("-", "_").split(".")
     target: Any = cfg
@@ -215,9 +304,12 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
         names = {f.name for f in dataclasses.fields(target)}
         if part not in names:
             where = ".".join(parts[:depth]) or "config"
-            raise ConfigError(
-                f"{source}: unknown key {dotted!r}; {where} has: {', '.join(sorted(names))}"
-            )
+            key = ".".join(parts)
+            close = _closest_key(key)
+            as_flag = source.startswith("--") or source == "command line"
+            hint = (f"did you mean {'--' + close.replace('_', '-') if as_flag else close}?" if close
+                    else f"{where} has: {', '.join(sorted(names))}")
+            raise ConfigError(f"{source}: unknown key {key!r}; {hint}")
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(target, part)):
                 raise ConfigError(f"{source}: {dotted!r} is a group; set one of its fields")
@@ -226,6 +318,63 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
         target = getattr(target, part)
         if not dataclasses.is_dataclass(target):
             raise ConfigError(f"{source}: {'.'.join(parts[: depth + 1])!r} is not a group")
+
+
+# Numeric fields and the values that make sense, checked before anything loads: (key, test, rule).
+_RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
+    ("model.max_length", lambda v: 8 <= v <= 1_048_576, "between 8 and 1048576"),
+    ("data.validation_split", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.window_overlap", lambda v: v >= 0, ">= 0"),
+    ("train.max_steps", lambda v: v >= 0, ">= 0 (0: train for --train.epochs)"),
+    ("train.batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.learning_rate", lambda v: v > 0, "> 0"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.grad_accum", lambda v: v >= 1, ">= 1"),
+    ("train.max_grad_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    ("train.eval_steps", lambda v: v >= 1, ">= 1"),
+    ("train.save_steps", lambda v: v >= 0, ">= 0"),
+    ("train.save_total_limit", lambda v: v >= 1, ">= 1"),
+    ("train.early_stopping_patience", lambda v: v >= 0, ">= 0 (0: off)"),
+    ("train.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.num_threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    ("train.logging_steps", lambda v: v >= 1, ">= 1"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+    ("eval.threshold", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("eval.max_answer_tokens", lambda v: v >= 1, ">= 1"),
+    ("lora.r", lambda v: v > 0, "> 0"),
+    ("lora.alpha", lambda v: v > 0, "> 0"),
+    ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("prompt.num_virtual_tokens", lambda v: v >= 1, ">= 1"),
+    ("generation.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("generation.temperature", lambda v: v >= 0, ">= 0 (0: greedy)"),
+    ("generation.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("generation.batch_size", lambda v: v >= 1, ">= 1"),
+]
+
+
+def as_flag(key: str) -> str:
+    """A dotted key as the user types it on the command line: train.learning_rate -> --train.learning-rate."""
+    return "--" + key.replace("_", "-")
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Every numeric field in its range, so `--epochs 0` or a negative learning rate is a message
+    naming the flag, not a finished run with NaN or PyTorch's error after the model loaded."""
+    for key, test, rule in _RANGES:
+        group, _, name = key.partition(".")
+        value = getattr(getattr(cfg, group), name, None)
+        if value is not None and not (math.isfinite(value) and test(value)):
+            raise ConfigError(f"{as_flag(key)} must be {rule}, got {value!r}")
+    epochs = cfg.train.epochs
+    if not math.isfinite(epochs) or epochs < 0 or (epochs == 0 and cfg.train.max_steps == 0):
+        raise ConfigError(f"--train.epochs must be > 0 (or give --train.max-steps), got {epochs!r}")
+    # The default overlap is capped to what a short max length leaves room for (tasks/ner.py,
+    # qa.py); one the user chose that cannot fit is a mistake worth saying.
+    overlap = cfg.data.window_overlap
+    if overlap != DataConfig().window_overlap and overlap >= cfg.model.max_length:
+        raise ConfigError(f"--data.window-overlap must be < --model.max-length ({cfg.model.max_length}), "
+                          f"got {overlap}")
 
 
 def validate(cfg: Config) -> None:
@@ -237,16 +386,14 @@ def validate(cfg: Config) -> None:
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
         "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "iob1", "iob2", "bioes")),
         "data.chat_template": (cfg.data.chat_template, ("auto", "none")),
+        "data.format": (cfg.data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
     if cfg.train.class_weights not in (None, "none", "balanced"):
         raise ConfigError(f"train.class_weights={cfg.train.class_weights!r}: use 'balanced' or 'none'")
-    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
-        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
-    if not 0.0 <= cfg.data.validation_split < 1.0:
-        raise ConfigError("data.validation_split must be in [0, 1)")
+    _check_numbers(cfg)
     if cfg.data.packing and cfg.method.name in ("prefix", "prompt"):
         raise ConfigError(f"data.packing cannot be used with --method {cfg.method.name}: its virtual "
                           "tokens would be shared by every packed example; use lora, or no packing")

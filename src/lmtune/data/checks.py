@@ -7,6 +7,8 @@ are reported and the rows kept.
 
 from __future__ import annotations
 
+import difflib
+from collections import Counter
 from typing import Callable, Iterable, Sequence
 
 from .records import DataError, DataIssue, Dataset, Record
@@ -80,14 +82,67 @@ def check_overlap(train: Sequence[Record], other: Sequence[Record], key: Callabl
     return issues
 
 
+def check_columns(dataset: Dataset, wanted: Sequence[tuple[str, str | None]]) -> list[DataIssue]:
+    """A field that no row has is one error naming the file's columns and the closest one, not
+    one error per row. `wanted`: (field, the flag that names it, or None if it cannot be set).
+    A field that only some rows lack (JSON lines) is left to the per-row checks."""
+    if not dataset.records or not dataset.columns:
+        return []
+    issues = []
+    for name, flag in wanted:
+        if name in dataset.columns:
+            continue
+        close = difflib.get_close_matches(name, dataset.columns, n=1, cutoff=0.75)
+        found = f"no column {name!r} (columns: {', '.join(dataset.columns)})"
+        if close:
+            action = f"Set {flag} {close[0]}" if flag else f"Rename it to {name!r}"
+            message = f"{found}; did you mean {close[0]!r}? {action}"
+        else:
+            action = f"set {flag} to the column that holds it" if flag else f"name the column {name!r}"
+            message = f"{found}; {action}"
+        issues.append(DataIssue("error", dataset.path, None, None, message))
+    return issues
+
+
 def apply_policy(datasets: list[Dataset], issues: list[DataIssue], on_error: str) -> dict[str, int]:
-    """Raise on errors, or drop every row an error names; returns the skipped-row count per file."""
+    """Raise on errors, or drop every record an error line falls in (a CoNLL sentence spans many
+    lines: a bad tag anywhere drops the sentence). Returns the skipped count per file: records
+    dropped, plus error lines that never became a record (undecodable, wrong field count)."""
     errors = [i for i in issues if i.level == "error"]
     if errors and on_error == "raise":
         raise DataError(errors)
+    whole_file = [i for i in errors if i.line is None]
+    if whole_file:  # no row to leave out would fix these
+        raise DataError(whole_file, advice="")
     skipped: dict[str, int] = {}
-    for dataset in datasets:
-        bad_lines = {i.line for i in errors if i.source == dataset.path}
-        dataset.records = [r for r in dataset.records if r.line not in bad_lines]
-        skipped[dataset.path] = len(bad_lines)  # unreadable lines never became records, but count
+    for path in dict.fromkeys(d.path for d in datasets):  # a carved validation shares its file
+        bad_lines = {i.line for i in errors if i.source == path}
+        covered: set[int] = set()
+        dropped = 0
+        for dataset in (d for d in datasets if d.path == path):
+            kept = []
+            for record in dataset.records:
+                hit = bad_lines.intersection(record.lines)
+                covered |= hit
+                dropped += bool(hit)
+                if not hit:
+                    kept.append(record)
+            dataset.records = kept
+        skipped[path] = dropped + len(bad_lines - covered)
     return skipped
+
+
+def check_rows_left(dataset: Dataset, rows_read: int, issues: list[DataIssue], purpose: str) -> None:
+    """Say so before training when skipping left a split empty, rather than fail after an epoch.
+    `rows_read`: the rows the file had (records, and lines that never became one)."""
+    if dataset.records:
+        return
+    errors = [i for i in issues if i.level == "error" and i.source == dataset.path]
+    kinds = Counter(i.message.split(" (")[0].split(":")[0] for i in errors)
+    summary = ", ".join(f"{count} '{kind}'" for kind, count in kinds.most_common(3))
+    lines = [i.line for i in errors if i.line is not None]
+    first = f"; first at {dataset.path}:{min(lines)}" if lines else ""
+    raise DataError([DataIssue("error", dataset.path, None, None,
+                               f"all {rows_read} rows were skipped (errors: {summary}{first}); nothing is "
+                               f"left to {purpose}: fix the rows (`lmtune data check` lists them)")],
+                    advice="")

@@ -3,49 +3,115 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from pathlib import Path
 
-from .records import DataIssue, Dataset, Record
+from .records import DataError, DataIssue, Dataset, Record
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
            ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".conll": "conll",
            ".conllu": "conll", ".bio": "conll", ".iob": "conll", ".iob2": "conll", ".bioes": "conll"}
 
 
-def detect_format(path: str | Path) -> str:
+CHOICES = ("auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad")  # data.format
+LAYOUTS = {"conll": "CoNLL columns (token ... tag)", "squad": "SQuAD JSON"}  # a task's usual layout
+
+
+def detect_format(path: str | Path, usual: str | None = None) -> str:
+    """The format by extension; an unknown extension is an error that says how to choose."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
+        content = f" and the content does not look like {LAYOUTS[usual]}" if usual in LAYOUTS else ""
         raise ValueError(
-            f"{path}: cannot tell the format from the extension {suffix!r}; "
-            f"use one of {', '.join(sorted(FORMATS))}"
+            f"{path}: cannot tell the format from the extension {suffix!r}{content}; set "
+            f"--data.format ({', '.join(CHOICES[1:])}), or use an extension: {', '.join(sorted(FORMATS))}"
         )
     return FORMATS[suffix]
 
 
-def read_table(path: str | Path) -> Dataset:
-    """Read a file of examples (format by extension); undecodable lines are reported as issues,
-    never guessed at."""
+def read_table(path: str | Path, fmt: str = "auto", usual: str | None = None) -> Dataset:
+    """Read a file of examples; undecodable lines are reported as issues, never guessed at.
+
+    The format is `fmt` (data.format), else the extension's. A file with an unknown extension is
+    read as `usual`, the one layout its task's data usually has (CoNLL-2003 ships as .txt), when
+    its content looks like it; the dataset's notes say what was assumed."""
+    path = existing_file(path)
+    if fmt not in CHOICES:
+        raise ValueError(f"data.format={fmt!r}: choose one of {', '.join(CHOICES)}")
+    dataset, suffix = None, path.suffix.lower()
+    if fmt == "auto" and suffix not in FORMATS and usual in LAYOUTS:
+        dataset = _sniff(path, usual)
+        if dataset is not None:
+            dataset.notes.append(f"{path}: read as {LAYOUTS[usual]}, from its content; "
+                                 "--data.format overrides")
+    elif fmt == "auto" and suffix == ".json":
+        dataset = _sniff(path, "squad")  # one JSON object with a "data" list; else JSON lines
+    if dataset is None:
+        dataset = _read(path, detect_format(path, usual) if fmt == "auto" else fmt)
+    if not dataset.records and not any(i.level == "error" for i in dataset.issues):
+        raise _no_rows(path, dataset)  # said now, not as "0 labels" or a failure after an epoch
+    return dataset
+
+
+def _no_rows(path: Path, dataset: Dataset) -> DataError:
+    if dataset.format in ("csv", "tsv") and dataset.columns:
+        what = f"it has only a header: {', '.join(dataset.columns)}"
+    else:
+        what = "it is empty" if not path.read_bytes().strip() else "no examples in it"
+    return DataError([DataIssue("error", str(path), None, None, "file has no rows",
+                                f"{what}; add examples, or leave the file out")], advice="")
+
+
+def existing_file(path: str | Path) -> Path:
+    """The path, if it is a file; else say what it is (a folder, or a near miss of a real name)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data file not found")
-    fmt = detect_format(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.is_file())
+        shown = f": {', '.join(inside[:6])}{', ...' if len(inside) > 6 else ''}" if inside else ""
+        raise DataError([DataIssue("error", str(path), None, None, "is a directory, not a data file",
+                                   f"give the path of one file in it{shown}")], advice="")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{path}: data file not found (there is no folder {folder})")
+    close = difflib.get_close_matches(path.name, [p.name for p in folder.iterdir() if p.is_file()], n=1)
+    suggestion = f"; did you mean {folder / close[0]}?" if close else ""
+    raise FileNotFoundError(f"{path}: data file not found{suggestion}")
+
+
+def _sniff(path: Path, layout: str) -> Dataset | None:
+    """The file read as `layout` (conll or squad) if its content is that layout, else None."""
+    if layout == "squad":
+        from .squad import read_squad
+
+        return read_squad(path)  # None unless one JSON object with a "data" list
+    from .conll import looks_like_conll, read_conll
+
+    return read_conll(path) if looks_like_conll(path) else None
+
+
+def _read(path: Path, fmt: str) -> Dataset:
+    """The file read in the format given."""
     if fmt == "conll":
         from .conll import read_conll
 
         return read_conll(path)
+    if fmt == "squad":
+        squad = _sniff(path, "squad")
+        if squad is None:
+            raise ValueError(f"{path}: not SQuAD JSON (one JSON object with a \"data\" list of articles); "
+                             "check --data.format")
+        return squad
     if fmt == "parquet":
-        return _read_parquet(path)
-    if path.suffix.lower() == ".json":
-        from .squad import read_squad
-
-        squad = read_squad(path)  # None unless the file is one JSON object with a "data" list
-        if squad is not None:
-            return squad
-    lines, issues = decode_lines(path)
-    if fmt == "jsonl":
-        return _read_jsonl(path, lines, issues)
-    return _read_delimited(path, lines, issues, "\t" if fmt == "tsv" else ",")
+        dataset = _read_parquet(path)
+    else:
+        lines, issues = decode_lines(path)
+        dataset = (_read_jsonl(path, lines, issues) if fmt == "jsonl"
+                   else _read_delimited(path, lines, issues, "\t" if fmt == "tsv" else ","))
+    dataset.format = fmt
+    return dataset
 
 
 def decode_lines(path: Path) -> tuple[list[tuple[int, str]], list[DataIssue]]:
@@ -75,7 +141,7 @@ def _read_delimited(path: Path, lines: list[tuple[int, str]], issues: list[DataI
     try:
         header = next(reader)
     except StopIteration:
-        return Dataset(str(path), [], issues + [DataIssue("error", str(path), None, None, "file is empty")])
+        return Dataset(str(path), [], issues)  # read_table says "file has no rows"
     header = [h.strip() for h in header]
     consumed = reader.line_num
     for row in reader:

@@ -33,4 +33,4 @@ def read_squad(path: str | Path) -> Dataset | None:
                                        "title": article.get("title", ""),
                                        "is_impossible": bool(qa.get("is_impossible", False))},
                                       str(path), position))
-    return Dataset(str(path), records, [], ["id", "question", "context", "answers", "title"])
+    return Dataset(str(path), records, [], ["id", "question", "context", "answers", "title"], format="squad")

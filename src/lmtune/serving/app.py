@@ -3,24 +3,26 @@ dynamic batching and Prometheus metrics.
 
     POST /v1/models/{name}/predict  {"inputs": [...], "pairs": [...]?, "options": {...}?}
     GET  /v1/models   /health   /ready   /metrics   /docs (OpenAPI)
+
+FastAPI and pydantic are imported where the app is built, so `lmtune.serving` imports with the
+core dependencies only. (No `from __future__ import annotations` here: FastAPI reads the
+endpoints' annotations, which name the request models built inside `create_app`.)
 """
 
-from __future__ import annotations
-
+import functools
 import hmac
 import json
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
-
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .batching import Batcher
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 @dataclass
@@ -31,32 +33,37 @@ class Limits:
     max_new_tokens: int = 256  # generation
 
 
-class QAInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    question: str
-    context: str
+@functools.lru_cache(maxsize=None)
+def _schemas() -> SimpleNamespace:
+    """The request and response models (built once, on first use: pydantic comes with FastAPI)."""
+    from pydantic import BaseModel, ConfigDict, Field
 
+    class QAInput(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        question: str
+        context: str
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    top_k: Optional[int] = Field(None, ge=1, le=20, description="QA: n-best answers")
-    max_new_tokens: Optional[int] = Field(None, ge=1, description="generation")
-    temperature: Optional[float] = Field(None, ge=0, le=5, description="generation: 0 = greedy")
-    top_p: Optional[float] = Field(None, gt=0, le=1, description="generation")
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        top_k: Optional[int] = Field(None, ge=1, le=20, description="QA: n-best answers")
+        max_new_tokens: Optional[int] = Field(None, ge=1, description="generation")
+        temperature: Optional[float] = Field(None, ge=0, le=5, description="generation: 0 = greedy")
+        top_p: Optional[float] = Field(None, gt=0, le=1, description="generation")
 
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inputs: list[Union[str, list[str], QAInput]] = Field(
+            ..., min_length=1, description="texts; NER also takes word lists; QA takes {question, context}")
+        pairs: Optional[list[str]] = Field(None, description="second texts, for text-pair classifiers")
+        options: Optional[Options] = None
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[Union[str, list[str], QAInput]] = Field(
-        ..., min_length=1, description="texts; NER also takes word lists; QA takes {question, context}")
-    pairs: Optional[list[str]] = Field(None, description="second texts, for text-pair classifiers")
-    options: Optional[Options] = None
+    class PredictResponse(BaseModel):
+        model: str
+        task: str
+        predictions: list[Any]
 
-
-class PredictResponse(BaseModel):
-    model: str
-    task: str
-    predictions: list[Any]
+    return SimpleNamespace(QAInput=QAInput, Options=Options, PredictRequest=PredictRequest,
+                           PredictResponse=PredictResponse)
 
 
 class BodyLimit:
@@ -122,6 +129,13 @@ class Served:
         pairs = [pair for _, pair in items]
         return self.predictor.predict(texts, None if all(p is None for p in pairs) else pairs, **options)
 
+    def check(self, items: list[tuple[Any, Any]]) -> None:
+        """Build this request's records on its own, before it joins a batch: an input the model
+        cannot take (pairs for a single-text model, a wrong shape) fails here with its own 422,
+        instead of failing the batch it would have shared with other requests."""
+        for i, (text, pair) in enumerate(items):
+            self.predictor.task.make_record(text, pair, i)
+
     def describe(self) -> dict[str, Any]:
         cfg = self.predictor.cfg
         return {"name": self.name, "task": self.task, "labels": self.predictor.labels,
@@ -143,9 +157,14 @@ def _metrics_registry() -> tuple[Any, dict[str, Any]]:
 
 
 def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits | None = None,
-               batching: bool = True, max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
+               batching: bool = True, max_batch: int = 32, max_wait_ms: float = 5.0) -> "FastAPI":
     """An app serving `runs` (name -> predictor). Predictors are loaded by the caller, so adapter
     runs over one base share it (lmtune.load does that)."""
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+    PredictRequest, PredictResponse = _schemas().PredictRequest, _schemas().PredictResponse
     limits = limits or Limits()
     served = {name: Served(name, predictor) for name, predictor in runs.items()}
     registry, metric = _metrics_registry()
@@ -208,10 +227,11 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
             raise HTTPException(503, "the server is starting")
         start = time.perf_counter()
         try:
-            items = _items(item, request, limits)
+            items = _items(item, request.inputs, request.pairs, limits)
             options = request.options.model_dump(exclude_none=True) if request.options else {}
             if options.get("max_new_tokens", 0) > limits.max_new_tokens:
                 raise HTTPException(422, f"options.max_new_tokens is over the limit {limits.max_new_tokens}")
+            item.check(items)
             predictions = await item.batcher.submit(items, options)
         except HTTPException as exc:
             metric["requests"].labels(name, str(exc.status_code)).inc()
@@ -226,31 +246,32 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
     return app
 
 
-# What each task takes as one input (others: a text), and how an error message describes it.
-INPUT_SHAPES: dict[str, tuple[Any, str]] = {"qa": (QAInput, "{question, context}"),
-                                            "ner": ((str, list), "a text or a list of words")}
+def _input_shape(task: str) -> tuple[Any, str]:
+    """What a task takes as one input (others: a text), and how an error message describes it."""
+    shapes = {"qa": (_schemas().QAInput, "{question, context}"), "ner": ((str, list), "a text or a list of words")}
+    return shapes.get(task, (str, "a text"))
 
 
-def _items(item: Served, request: PredictRequest, limits: Limits) -> list[tuple[Any, Any]]:
-    """Check the inputs against the model's task and the limits; (text, pair) per input."""
-    inputs = request.inputs
+def _items(item: Served, inputs: list[Any], pairs: list[str] | None, limits: Limits) -> list[tuple[Any, Any]]:
+    """Check the inputs against the model's task and the limits; (text, pair) per input.
+    Every problem is a ValueError, answered with a 422."""
     if len(inputs) > limits.max_inputs:
-        raise HTTPException(422, f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
-    if request.pairs is not None and len(request.pairs) != len(inputs):
-        raise HTTPException(422, f"{len(inputs)} inputs but {len(request.pairs)} pairs")
-    wanted, shape = INPUT_SHAPES.get(item.task, (str, "a text"))
+        raise ValueError(f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
+    if pairs is not None and len(pairs) != len(inputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(pairs)} pairs")
+    wanted, shape = _input_shape(item.task)
     items = []
     for i, value in enumerate(inputs):
         if not isinstance(value, wanted):
-            raise HTTPException(422, f"inputs[{i}]: a {item.task} model takes {shape}")
-        if isinstance(value, QAInput):
+            raise ValueError(f"inputs[{i}]: a {item.task} model takes {shape}")
+        if isinstance(value, _schemas().QAInput):
             text, pair = value.question, value.context
         else:
-            text, pair = value, request.pairs[i] if request.pairs is not None else None
+            text, pair = value, pairs[i] if pairs is not None else None
         parts = [" ".join(text) if isinstance(text, list) else text] + ([pair] if pair is not None else [])
         longest = max(len(part) for part in parts)
         if longest > limits.max_chars:
-            raise HTTPException(422, f"inputs[{i}]: {longest} characters; at most {limits.max_chars} per text")
+            raise ValueError(f"inputs[{i}]: {longest} characters; at most {limits.max_chars} per text")
         items.append((text, pair))
     return items
 

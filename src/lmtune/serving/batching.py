@@ -79,10 +79,15 @@ class Batcher:
         self.on_batch(size)
         try:
             results = await asyncio.to_thread(self.predict, items, group[0].options)
-        except Exception as exc:  # each waiting request gets the error, the worker goes on
-            for pending in group:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+        except Exception as exc:
+            if len(group) > 1:
+                # Requests are checked alone before they join a batch; should one still fail
+                # inside it, run each alone, so only the request at fault gets the error.
+                for pending in group:
+                    await self._execute([pending], len(pending.items))
+                return
+            if not group[0].future.done():  # the worker goes on
+                group[0].future.set_exception(exc)
             return
         start = 0
         for pending in group:

@@ -36,13 +36,45 @@ class Encoded:
     lengths: list[int] = field(default_factory=list)  # untruncated token counts
 
 
+def require_text(text: str, index: int, what: str = "text") -> str:
+    """Prediction inputs get the check training data gets: an empty text has nothing to predict from."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"input {index}: empty {what}; there is nothing to predict from "
+                         "(training rejects empty texts too)")
+    return text
+
+
 class Task(ABC):
     name: ClassVar[str]
+    pipeline_tag: ClassVar[str]  # the Hugging Face hub pipeline it serves (model card metadata)
     default_metric: ClassVar[str] = "accuracy"
-    greater_is_better: ClassVar[bool] = True  # for default_metric
+    # Scalar metrics a run can keep its best checkpoint by: name -> greater is better.
+    # Every task also has the evaluation "loss" (lower is better).
+    selection_metrics: ClassVar[dict[str, bool]] = {"accuracy": True}
+    # The one layout this task's data usually comes in (conll, squad), or None if it has several:
+    # a file whose extension says nothing is read as this when its content looks like it.
+    default_format: ClassVar[str | None] = None
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+
+    @classmethod
+    def selection(cls, metric: str | None, greater_is_better: bool | None = None) -> tuple[str, bool]:
+        """The metric that picks the best checkpoint and its direction: `metric` (default: the
+        task's headline metric), lower-is-better for losses and perplexity unless
+        `greater_is_better` says otherwise. An unknown name is a config error listing the names."""
+        from ..config import ConfigError
+
+        known = {**cls.selection_metrics, "loss": False}
+        name = metric or cls.default_metric
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"--train.metric-for-best {name!r} is not a {cls.name} metric{hint} "
+                              f"Choose one of: {', '.join(known)}")
+        return name, known[name] if greater_is_better is None else greater_is_better
 
     @property
     @abstractmethod
@@ -60,6 +92,12 @@ class Task(ABC):
     @abstractmethod
     def restore(self, hf_config: Any) -> None:
         """Rebuild the task's state from a saved model config (for predict/evaluate)."""
+
+    def required_columns(self, columns: Sequence[str], labeled: bool = True) -> list[tuple[str, str | None]]:
+        """The fields every row of a file with these `columns` needs, each with the flag that
+        names it (None: a fixed name). Checked once per file, so a wrong column name is one
+        error that lists the file's columns, not one error per row."""
+        return []
 
     @abstractmethod
     def check(self, datasets: dict[str, Dataset]) -> list[DataIssue]:
@@ -104,6 +142,7 @@ class Task(ABC):
         """A prediction input (raw text, or whatever the task accepts) as a Record."""
         if not isinstance(item, str):
             raise TypeError(f"input {index}: expected a string, got {type(item).__name__}")
+        require_text(item, index)
         data = self.cfg.data
         if pair is not None and not data.text_pair_column:
             raise ValueError("this model was trained on single texts; do not pass text pairs")
@@ -112,7 +151,7 @@ class Task(ABC):
                              f"{data.text_pair_column}); pass pairs=[...]")
         fields = {data.text_column: item}
         if pair is not None:
-            fields[data.text_pair_column] = pair
+            fields[data.text_pair_column] = require_text(pair, index, "text pair")
         return Record(fields, "<input>", index + 1)
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:

@@ -25,7 +25,11 @@ def _label_sort_key(label: str) -> tuple:
 
 class ClassificationTask(Task):
     name = "classification"
+    pipeline_tag = "text-classification"
     default_metric = "accuracy"
+    selection_metrics = {"accuracy": True, "subset_accuracy": True,
+                         **{f"{a}_{m}": True for a in ("macro", "micro", "weighted")
+                            for m in ("f1", "precision", "recall")}}
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -85,6 +89,13 @@ class ClassificationTask(Task):
     # ---- data checks --------------------------------------------------------------------
     def _text_fields(self) -> list[str]:
         return [f for f in (self.cfg.data.text_column, self.cfg.data.text_pair_column) if f]
+
+    def required_columns(self, columns: Sequence[str], labeled: bool = True) -> list[tuple[str, str | None]]:
+        data = self.cfg.data
+        wanted: list[tuple[str, str | None]] = [(data.text_column, "--text-column")]
+        if data.text_pair_column:
+            wanted.append((data.text_pair_column, "--text-pair-column"))
+        return wanted + ([(data.label_column, "--label-column")] if labeled else [])
 
     def _key(self, record: Record) -> tuple:
         return tuple(str(record.fields.get(f, "")).strip() for f in self._text_fields())
@@ -164,14 +175,20 @@ class ClassificationTask(Task):
         if not len(logits):
             return []
         logits = np.stack(logits)
+        # Each prediction says whether its input was cut to fit the model (tokens beyond
+        # model.max_length were not read).
+        limit = self.cfg.model.max_length
+        cut = [{"truncated": n > limit, "tokens": n} for n in encoded.lengths] or [{}] * len(logits)
         if self.multi_label:
             probs = 1.0 / (1.0 + np.exp(-logits))
             return [{"labels": [l for l, p in zip(self.labels, row) if p >= self.cfg.eval.threshold],
-                     "scores": {l: float(p) for l, p in zip(self.labels, row)}} for row in probs]
+                     "scores": {l: float(p) for l, p in zip(self.labels, row)}, **c}
+                    for row, c in zip(probs, cut)]
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         probs = shifted / shifted.sum(-1, keepdims=True)
         return [{"label": self.labels[int(row.argmax())], "score": float(row.max()),
-                 "probabilities": {l: float(p) for l, p in zip(self.labels, row)}} for row in probs]
+                 "probabilities": {l: float(p) for l, p in zip(self.labels, row)}, **c}
+                for row, c in zip(probs, cut)]
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
         if "confusion_matrix" not in metrics:

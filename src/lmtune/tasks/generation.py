@@ -27,8 +27,9 @@ from .base import Encoded, Task
 
 class GenerationTask(Task):
     name = "generation"
+    pipeline_tag = "text-generation"
     default_metric = "perplexity"
-    greater_is_better = False
+    selection_metrics = {"perplexity": False, "response_loss": False}
 
     @property
     def auto_model_class(self) -> Any:
@@ -79,6 +80,13 @@ class GenerationTask(Task):
             return Record({"messages": item}, "<input>", index + 1)
         raise TypeError(f"input {index}: expected a prompt string or a list of chat messages, "
                         f"got {type(item).__name__}")
+
+    def required_columns(self, columns: Sequence[str], labeled: bool = True) -> list[tuple[str, str | None]]:
+        if "messages" in columns:  # chat conversations; rows without them are checked one by one
+            return []
+        data = self.cfg.data
+        wanted: list[tuple[str, str | None]] = [(data.prompt_column, "--data.prompt-column")]
+        return wanted + ([(data.response_column, "--data.response-column")] if labeled else [])
 
     def check(self, datasets: dict[str, Dataset]) -> list[DataIssue]:
         data = self.cfg.data

@@ -22,12 +22,17 @@ from ..data.records import DataIssue, Dataset, Record
 from ..data.tags import best_valid_tags, detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
 from ..data.words import join_words, split_words
 from ..training.batching import IGNORE_INDEX
-from .base import Encoded, Task
+from .base import Encoded, Task, require_text
 
 
 class NerTask(Task):
     name = "ner"
+    pipeline_tag = "token-classification"
     default_metric = "f1"
+    default_format = "conll"  # CoNLL-2003 ships as train.txt / valid.txt / test.txt
+    selection_metrics = {"f1": True, "precision": True, "recall": True, "token_accuracy": True,
+                         **{f"{a}_{m}": True for a in ("macro", "micro", "weighted")
+                            for m in ("f1", "precision", "recall")}}
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -67,7 +72,9 @@ class NerTask(Task):
     def fit(self, train: Dataset) -> None:
         if self.scheme == "auto":
             self.scheme = detect_scheme([list(map(str, r.fields.get("tags", []))) for r in train.records])
-        kinds = sorted({split_tag(t)[1] for r in train.records for t in self.tags(r)} - {""})
+        # Types from valid tags only: a bad tag (X-LOC) is an error the checks report, not a type.
+        kinds = sorted({split_tag(t)[1] for r in train.records for t in self.tags(r)
+                        if split_tag(t)[0] in ("B", "I")} - {""})
         if not kinds:
             raise ValueError(f"{train.path}: no entity tags found; NER needs B-/I- (or S-/E-) tags")
         self.labels = ["O"] + [f"{p}-{k}" for k in kinds for p in ("B", "I")]
@@ -90,12 +97,20 @@ class NerTask(Task):
     def make_record(self, item: Any, pair: Any = None, index: int = 0) -> Record:
         """Raw text (split by the word rule in data/words.py) or a list of words."""
         if isinstance(item, str):
-            return Record({"text": item}, "<input>", index + 1)
+            return Record({"text": require_text(item, index)}, "<input>", index + 1)
         if isinstance(item, (list, tuple)) and all(isinstance(w, str) for w in item):
             return Record({"tokens": list(item)}, "<input>", index + 1)
         raise TypeError(f"input {index}: expected a string or a list of words, got {type(item).__name__}")
 
     # ---- data checks --------------------------------------------------------------------
+    def required_columns(self, columns: Sequence[str], labeled: bool = True) -> list[tuple[str, str | None]]:
+        """Words as `tokens` (tagged by `tags`) or as `text` (tagged by `entities` spans)."""
+        if "tokens" not in columns and "text" not in columns:
+            return [("tokens", None)]
+        if labeled and "tags" not in columns and "entities" not in columns:
+            return [("tags" if "tokens" in columns else "entities", None)]
+        return []
+
     def check(self, datasets: dict[str, Dataset]) -> list[DataIssue]:
         issues: list[DataIssue] = []
         known = set(self.labels)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
 from ..evaluation.squad_metrics import squad_scores
-from .base import Encoded, Task
+from .base import Encoded, Task, require_text
 
 
 def gold_answers(record: Record) -> list[dict[str, Any]]:
@@ -36,7 +36,10 @@ def gold_answers(record: Record) -> list[dict[str, Any]]:
 
 class QuestionAnsweringTask(Task):
     name = "qa"
+    pipeline_tag = "question-answering"
     default_metric = "f1"
+    default_format = "squad"  # SQuAD v1.1/v2.0 JSON, whatever the file is called
+    selection_metrics = {"f1": True, "exact_match": True}
 
     @property
     def auto_model_class(self) -> Any:
@@ -57,7 +60,11 @@ class QuestionAnsweringTask(Task):
     def make_record(self, item: Any, pair: Any = None, index: int = 0) -> Record:
         if not isinstance(item, str) or not isinstance(pair, str):
             raise TypeError(f"input {index}: QA needs a question and a context, both strings")
+        require_text(item, index, "question"), require_text(pair, index, "context")
         return Record({"id": str(index + 1), "question": item, "context": pair}, "<input>", index + 1)
+
+    def required_columns(self, columns: Sequence[str], labeled: bool = True) -> list[tuple[str, str | None]]:
+        return [("question", None), ("context", None)]  # answers may be absent (unanswerable)
 
     def check(self, datasets: dict[str, Dataset]) -> list[DataIssue]:
         issues: list[DataIssue] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,28 @@ class JsonlLog(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar with loss, throughput and ETA; evaluation results print as lines."""
+    """A rich progress bar with loss, throughput and ETA; evaluation results print as lines.
 
-    def __init__(self, metric: str):
+    When stdout is not a terminal (CI, nohup, a log file) a live bar would show nothing, so a
+    plain line (step/total, loss, samples/s, ETA) is printed every `interval_s` and at the end.
+    """
+
+    interval_s: float = 30.0
+
+    def __init__(self, metric: str | None, interval_s: float | None = None):
         self.metric = metric
         self.progress = None
+        self.plain = not sys.stdout.isatty()
+        if interval_s is not None:
+            self.interval_s = interval_s
 
     def on_train_begin(self, info: dict[str, Any]) -> None:
+        if self.plain:
+            self.total, self.first_step = info["total_steps"], info["step"]
+            self.started = self.last_line = time.monotonic()
+            resuming = f", resuming at step {self.first_step}" if self.first_step else ""
+            print(f"train: {self.total} steps{resuming}", flush=True)
+            return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
@@ -60,22 +76,41 @@ class ProgressBar(Callback):
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} samples/s"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            transient=not sys.stdout.isatty(),
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["step"],
                                            loss="-", speed="-")
 
     def on_step(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None:
+        if self.plain:
+            now, step = time.monotonic(), row["step"]
+            if now - self.last_line >= self.interval_s or step >= self.total:
+                self.last_line = now
+                done = max(step - self.first_step, 1)
+                eta = (now - self.started) / done * (self.total - step)
+                print(f"train step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%): "
+                      f"loss {row['loss']:.4f}, {row['samples_per_s']:.1f} samples/s, "
+                      f"elapsed {_clock(now - self.started)}, ETA {_clock(eta)}", flush=True)
+            return
         self.progress.update(self.task, completed=row["step"], loss=f"{row['loss']:.4f}",
                              speed=f"{row['samples_per_s']:.0f}")
 
     def on_evaluate(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None:
         value = row.get(self.metric)
         shown = f"{self.metric} {value:.4f}" if isinstance(value, float) else ""
-        self.progress.console.print(f"eval step {row['step']} epoch {row['epoch']:.2f}: "
-                                    f"loss {row['loss']:.4f} {shown}")
+        line = f"eval step {row['step']} epoch {row['epoch']:.2f}: loss {row['loss']:.4f} {shown}"
+        if self.plain:
+            print(line.rstrip(), flush=True)
+        else:
+            self.progress.console.print(line)
 
     def on_train_end(self, info: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as h:mm:ss (or m:ss under an hour), as progress bars show time."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

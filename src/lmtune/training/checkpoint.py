@@ -3,7 +3,9 @@
 A checkpoint is a folder written under a temporary name, fsynced, renamed into place, and only
 then named by a pointer file (`latest.txt`, `best.txt`) that is itself replaced atomically.
 Weights are safetensors; optimizer/scheduler/RNG state load with torch.load(weights_only=True),
-so nothing needs unpickling of arbitrary objects.
+so nothing needs unpickling of arbitrary objects. Checkpoints hold only the weights that
+training changes (a LoRA checkpoint is its adapter and head, not the base model): frozen
+weights are the base model's, which resume loads again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 
 def _fsync_dir(path: Path) -> None:
@@ -68,7 +70,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _commit(root: Path, name: str, pointer: str, write: Any) -> Path:
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's state without frozen parameters; tied tensors are stored once."""
+    frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if name in frozen or key in seen:
+            continue
+        seen.add(key)
+        tensors[name] = tensor.detach().contiguous()
+    save_file(tensors, str(path))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load what save_weights stored; every stored tensor must find its place in the model."""
+    result = model.load_state_dict(load_file(str(path)), strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{path}: weights the model does not have: {result.unexpected_keys[:5]}")
+
+
+def _commit(root: Path, name: str, pointer: str, write: Any, keep: int | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,36 +105,39 @@ def _commit(root: Path, name: str, pointer: str, write: Any) -> Path:
     os.replace(tmp, final)
     _fsync_dir(root)
     _write_pointer(root, pointer, name)
-    _prune(root)
+    _prune(root, keep)
     return final
 
 
-def _prune(root: Path) -> None:
-    """Remove folders no pointer names (older checkpoints, leftovers of a crash)."""
-    keep = {p.name for p in (read_pointer(root, "latest.txt"), read_pointer(root, "best.txt")) if p}
+def _prune(root: Path, keep: int | None) -> None:
+    """Keep the `keep` newest resume checkpoints (None: all of them) and the best one; remove
+    the rest (older checkpoints, leftovers of a crash)."""
+    named = {p.name for p in (read_pointer(root, "latest.txt"), read_pointer(root, "best.txt")) if p}
+    steps = sorted(child.name for child in root.iterdir() if child.name.startswith("step-"))
+    named.update(steps if keep is None else steps[-max(keep, 1):])
     for child in root.iterdir():
-        if child.is_dir() and child.name not in keep:
+        if child.is_dir() and child.name not in named:
             shutil.rmtree(child, ignore_errors=True)
 
 
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+                    state: dict[str, Any], extra: dict[str, Any] | None = None, keep: int = 1) -> Path:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, data position,
     and the method's own training state (`extra`: AdaLoRA's importance statistics)."""
     def write(folder: Path) -> None:
         if extra:
             torch.save(extra, folder / "method.pt")
-        save_model(model, str(folder / "model.safetensors"))
+        save_weights(model, folder / "model.safetensors")
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
         torch.save(rng_state(), folder / "rng.pt")
         (folder / "state.json").write_text(json.dumps(state, indent=1))
 
-    return _commit(Path(root), f"step-{state['step']:07d}", "latest.txt", write)
+    return _commit(Path(root), f"step-{state['step']:07d}", "latest.txt", write, keep)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    load_model(model, str(folder / "model.safetensors"))
+    load_weights(model, folder / "model.safetensors")
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
@@ -126,15 +151,15 @@ def load_extra(folder: Path) -> dict[str, Any]:
 
 def save_best(root: Path, model: torch.nn.Module, step: int, metrics: dict[str, Any]) -> Path:
     def write(folder: Path) -> None:
-        save_model(model, str(folder / "model.safetensors"))
+        save_weights(model, folder / "model.safetensors")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
-    return _commit(Path(root), f"best-{step:07d}", "best.txt", write)
+    return _commit(Path(root), f"best-{step:07d}", "best.txt", write, keep=None)
 
 
 def load_best(root: Path, model: torch.nn.Module) -> bool:
     folder = read_pointer(Path(root), "best.txt")
     if folder is None:
         return False
-    load_model(model, str(folder / "model.safetensors"))
+    load_weights(model, folder / "model.safetensors")
     return True

@@ -24,8 +24,7 @@ from ..tasks.base import Encoded, Feature, Task
 from . import checkpoint as ckpt
 from .batching import collate, epoch_batches, shard, shard_micro
 from .callbacks import Callback
-from .distributed import make_accelerator
-from .precision import resolve_precision
+from .distributed import decide_precision, make_accelerator, prepare
 
 
 @dataclass
@@ -40,6 +39,7 @@ class TrainResult:
     tokens_per_s: float
     final_loss: float
     precision: str
+    precision_reason: str
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -74,10 +74,11 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
 
 
 def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_size: int,
-                   pad_id: int, device: torch.device, task: Task,
-                   autocast: Any = None) -> tuple[list[np.ndarray], float | None]:
+                   pad_id: int, device: torch.device, task: Task) -> tuple[list[np.ndarray], float | None]:
     """Forward `features` in length-sorted batches; logits come back in input order.
 
+    Always in the model's own dtype (float32), never under the training autocast: training-time
+    evaluation, `lmtune evaluate` and prediction then compute the same numbers.
     With labels present, also returns the mean loss over all examples.
     """
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
@@ -92,9 +93,7 @@ def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_si
             labels = batch.pop("labels", None)
             labels = labels.to(device) if labels is not None else None
             batch = {k: v.to(device) for k, v in batch.items()}
-            context = autocast() if autocast else torch.autocast("cpu", enabled=False)
-            with context:
-                logits = forward_logits(model, task, batch)
+            logits = forward_logits(model, task, batch)
             if labels is not None:
                 loss_sum += float(task.loss(logits, labels)) * len(index)
                 counted += len(index)
@@ -107,9 +106,9 @@ def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_si
 
 
 def evaluate_encoded(model: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int,
-                     pad_id: int, device: torch.device, autocast: Any = None) -> dict[str, Any]:
+                     pad_id: int, device: torch.device) -> dict[str, Any]:
     """The task's metrics (and mean loss) for labeled, encoded data."""
-    logits, loss = batched_logits(model, encoded.features, batch_size, pad_id, device, task, autocast)
+    logits, loss = batched_logits(model, encoded.features, batch_size, pad_id, device, task)
     metrics = task.metrics(logits, encoded)
     if loss is not None:
         metrics["loss"] = loss
@@ -146,8 +145,8 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
           method: Method | None = None) -> TrainResult:
     """Train `model` on `train_features`; keep the best weights (by cfg.train.metric_for_best)."""
     tc = cfg.train
-    precision = resolve_precision(tc.mixed_precision)
-    accelerator = make_accelerator(precision)
+    precision = decide_precision(tc.mixed_precision)
+    accelerator = make_accelerator(precision.mode)
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
     ckpt_root = Path(run_dir) / "checkpoints"
@@ -177,7 +176,7 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
         if method is not None:
             method.load_training_state(ckpt.load_extra(latest))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare(accelerator, model, optimizer)
     model.train()
     autocast = accelerator.autocast
     main = accelerator.is_main_process
@@ -187,13 +186,12 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
 
     def run_eval() -> None:
         metrics = evaluate_encoded(accelerator.unwrap_model(model), task, eval_data,
-                                   cfg.eval.batch_size, pad_id, device, autocast)
+                                   cfg.eval.batch_size, pad_id, device)
         scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         row = {"kind": "eval", "step": state["step"], "epoch": state["step"] / steps_per_epoch, **scalar}
-        chosen = tc.metric_for_best in metrics
-        key = tc.metric_for_best if chosen else task.default_metric
+        key, greater = task.selection(tc.metric_for_best, tc.greater_is_better)
         if _is_better(metrics[key], metrics.get("loss"), state["best_metric"], state.get("best_loss"),
-                      tc.greater_is_better if chosen else task.greater_is_better):
+                      greater):
             state.update(best_metric=metrics[key], best_loss=metrics.get("loss"),
                          best_step=state["step"], bad_evals=0)
             if main:
@@ -210,7 +208,8 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
     def save() -> None:
         if main:
             ckpt.save_checkpoint(ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state,
-                                 method.training_state() if method is not None else None)
+                                 method.training_state() if method is not None else None,
+                                 keep=tc.save_total_limit)
         accelerator.wait_for_everyone()
 
     window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
@@ -298,7 +297,7 @@ def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
         step=state["step"], epoch=state["step"] / steps_per_epoch, best_step=state["best_step"],
         best_metrics=best_metrics, stopped_early=loop_state["stop"], train_seconds=state["seconds"],
         samples_per_s=state["samples"] / seconds, tokens_per_s=state["tokens"] / seconds,
-        final_loss=last_loss, precision=precision,
+        final_loss=last_loss, precision=precision.mode, precision_reason=precision.reason,
     )
 
 
