@@ -47,6 +47,13 @@ def test_predict_validates_inputs(trained_run):
         model.predict(["good"], pairs=["bad"])
 
 
+def test_a_path_that_is_not_a_run_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        lmtune.load(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="not an lmtune run folder"):
+        lmtune.load(tmp_path)
+
+
 def test_empty_inputs_are_refused_like_in_training(trained_run):
     model = lmtune.load(trained_run.root)
     with pytest.raises(ValueError, match="input 1: empty text; there is nothing to predict from"):

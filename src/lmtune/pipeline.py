@@ -154,6 +154,7 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     if resume is not None:
         run = RunFolder(Path(resume))
         cfg = run.load_config()
+        resume_step = _resume_step(run)  # before any loading: a finished run has nothing to resume
     validate(cfg)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
@@ -209,7 +210,7 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
 
     cbs: list[Callback] = list(callbacks)
     if state.is_main_process:
-        cbs.insert(0, JsonlLog(run.log, resume_step=_resume_step(run) if resume is not None else None))
+        cbs.insert(0, JsonlLog(run.log, resume_step=resume_step if resume is not None else None))
     if cfg.train.progress and not quiet:
         cbs.append(ProgressBar(cfg.train.metric_for_best))
     result = train(model, task, encoded["train"].features, encoded.get("validation"), cfg, run.root,

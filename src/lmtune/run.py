@@ -49,6 +49,9 @@ class RunFolder:
         return self.root / "README.md"
 
     def load_config(self) -> Config:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: no such run folder (runs are under --output-dir, "
+                                    "runs/ by default)")
         if not self.config.is_file():
             raise FileNotFoundError(f"{self.root}: not an lmtune run folder (no config.yaml)")
         return Config.from_yaml(self.config)

@@ -72,8 +72,8 @@ class Task(ABC):
 
             close = difflib.get_close_matches(name, list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"--train.metric-for-best {name!r} is not a {cls.name} metric{hint} "
-                              f"Choose one of: {', '.join(known)}")
+            raise ConfigError(f"--train.metric-for-best {name!r} is not a {cls.name} metric (choose "
+                              f"one of: {', '.join(known)}){hint}")
         return name, known[name] if greater_is_better is None else greater_is_better
 
     @property
