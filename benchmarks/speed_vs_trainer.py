@@ -141,10 +141,13 @@ def step_breakdown(train: list[tuple[str, int]], steps: int = 12) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lmtune.models import resolve_model
-    from lmtune.training.batching import collate, epoch_batches
+    from lmtune.config import Config
+    from lmtune.tasks import get_task
+    from lmtune.training.batching import epoch_batches
 
     path = resolve_model("minilm")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
+    task = get_task(Config())  # classification: one class id per example
     features = [{"input_ids": ids, "labels": label} for ids, (_, label) in
                 zip(tokenizer([t for t, _ in train])["input_ids"], train)]
     lengths = [len(f["input_ids"]) for f in features]
@@ -159,7 +162,7 @@ def step_breakdown(train: list[tuple[str, int]], steps: int = 12) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
         fwd_bwd = opt = 0.0
         for step, batch_ids in enumerate(grouped[:steps + 2]):
-            batch = collate([features[i] for i in batch_ids], 0)
+            batch = task.collate([features[i] for i in batch_ids], 0)
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
                 loss = model(**batch).loss

@@ -20,7 +20,8 @@ LABELS = "0=negative,1=positive"
 def main() -> None:
     import lmtune
     from lmtune.data import read_table
-    from lmtune.prompting import LabelSet, draw_shots, evaluate, load_scorer
+    from lmtune.inference.predictor import load_prompted
+    from lmtune.prompting import LabelSet, draw_shots
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1000, help="first N dev rows (0: all 6,735)")
@@ -38,8 +39,8 @@ def main() -> None:
                                 ("minilm", "encoder similarity", {"description": "a {label} review"})):
         for k in (0, args.shots):
             start = time.time()
-            scorer = load_scorer(model, labels, shots[:k], **options)
-            metrics = evaluate(scorer, texts, gold)
+            predictor = load_prompted(model, labels, shots[:k], text_column="sentence", **options)
+            metrics = predictor.evaluate_records(dev)
             table.append((f"{model}, {how}", f"{k}-shot" if k else "zero-shot", metrics, time.time() - start))
             print(f"{table[-1][0]} {table[-1][1]}: accuracy {metrics['accuracy']:.4f} "
                   f"({table[-1][3]:.0f}s)", flush=True)

@@ -11,7 +11,7 @@ import torch
 import lmtune
 from lmtune.data.records import Record
 from lmtune.pipeline import finetune
-from lmtune.training.batching import IGNORE_INDEX, collate
+from lmtune.tasks.batch import IGNORE_INDEX
 from conftest import GOES_TO, gen_rows, make_task, tiny_config
 
 
@@ -43,7 +43,7 @@ def test_prompt_tokens_carry_no_loss(llama):
         answer = tokenizer(record.fields["response"], add_special_tokens=False)["input_ids"]
         assert feature["input_ids"] == prompt + answer + [tokenizer.eos_token_id]
         assert feature["labels"] == [IGNORE_INDEX] * len(prompt) + answer + [tokenizer.eos_token_id]
-    batch = collate(encoded.features, tokenizer.pad_token_id)
+    batch = task.collate(encoded.features, tokenizer.pad_token_id)
     labels = batch.pop("labels")
     with torch.no_grad():
         logits = model(**batch).logits
@@ -62,12 +62,13 @@ def test_prompt_tokens_carry_no_loss(llama):
 def test_packing_gives_the_loss_of_separate_examples(llama):
     model, tokenizer = llama
     rows = records(gen_rows(6, seed=1))
-    plain = make_task("generation").encode(rows, tokenizer, 64)
+    task = make_task("generation")
+    plain = task.encode(rows, tokenizer, 64)
     packed = make_task("generation", **{"data.packing": True}).encode(rows, tokenizer, 64)
     assert len(packed.features) < len(plain.features)  # short examples share sequences
     losses = []
     for features in (plain.features, packed.features):
-        batch = collate(features, tokenizer.pad_token_id)
+        batch = task.collate(features, tokenizer.pad_token_id)
         labels = batch.pop("labels")
         with torch.no_grad():
             losses.append(float(make_task("generation").loss(model(**batch).logits, labels)))

@@ -54,11 +54,12 @@ def _default_text(info: FieldInfo) -> str:
     return str(info.value).lower() if isinstance(info.value, bool) else str(info.value)
 
 
-def _add_config_fields(parser: argparse.ArgumentParser) -> None:
-    """Every config field as `--group.field VALUE`, grouped as in the YAML file, with its default
-    and description from the typed config (so the help cannot drift from the schema)."""
+def _add_config_fields(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None) -> None:
+    """Every config field (of `groups`, default all) as `--group.field VALUE`, grouped as in the
+    YAML file, with its default and description from the typed config (so the help cannot
+    drift from the schema)."""
     for name, about, infos in describe():
-        if not name:
+        if not name or (groups is not None and name not in groups):
             continue  # top-level fields (task) have their own short flags
         section = parser.add_argument_group(f"--{name}.* ({about})" if about else name)
         for info in infos:
@@ -67,6 +68,26 @@ def _add_config_fields(parser: argparse.ArgumentParser) -> None:
                                  metavar=info.type_name.upper(), nargs="?" if is_bool else None,
                                  const="true" if is_bool else None,
                                  help=f"{_escape(info.help)} (default: {_default_text(info)})")
+
+
+def _add_group_flags(parser: argparse.ArgumentParser, name: str, short: dict[str, Any]) -> None:
+    """A command that reads one config group (serve, export): --config FILE (its `name:`
+    section), a short flag per field (`short`: field -> None for --field VALUE, a list of
+    choices, a constant for a switch, or (flag, constant) for a switch named otherwise), and
+    every field as `--name.field` too. Both forms set the same field; the last given wins."""
+    fields = {info.key: info for group, _, infos in describe() if group == name for info in infos}
+    parser.add_argument("--config", help=f"YAML config; its {name}: section sets these (flags win)")
+    for field_name, form in short.items():
+        info = fields[f"{name}.{field_name}"]
+        flag, const = form if isinstance(form, tuple) else (f"--{_flag(field_name)}", form)
+        if isinstance(form, (str, tuple)):  # a switch: sets the field to `const`
+            kind: dict[str, Any] = {"action": "store_const", "const": const,
+                                    "help": f"= --{_flag(info.key)} {const}: {_escape(info.help)}"}
+        else:
+            kind = {"choices": form, "metavar": info.type_name.upper() if form is None else None,
+                    "help": f"{_escape(info.help)} (default: {_default_text(info)})"}
+        parser.add_argument(flag, dest=info.key, default=argparse.SUPPRESS, **kind)
+    _add_config_fields(parser, groups=(name,))
 
 
 def _normalized(argv: Sequence[str]) -> list[str]:
@@ -189,10 +210,12 @@ def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _base_config(args: argparse.Namespace) -> Config:
-    """A config for using a pretrained model as it is (no run folder): generation only."""
+    """A config for using a pretrained model as it is (no run folder), for a task that can."""
+    from .tasks import task_class
+
     cfg = Config()
     cfg.model.name, cfg.task = args.model, args.task or "generation"
-    if cfg.task != "generation":
+    if not task_class(cfg.task).usable_untrained:
         raise ConfigError(f"--model without a run folder works for --task generation, or with "
                           f"--zero-shot for classification; a {cfg.task} head would be untrained")
     if getattr(args, "max_length", None):
@@ -200,9 +223,11 @@ def _base_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _scorer(args: argparse.Namespace) -> Any:
-    """The prompt-based classifier for --zero-shot (with --shots K examples from --shots-from)."""
-    from .prompting import LabelSet, draw_shots, load_scorer
+def _prompted(args: argparse.Namespace) -> Any:
+    """The prompt-based classifier for --zero-shot (with --shots K examples from --shots-from):
+    a Predictor, like a run's."""
+    from .inference.predictor import load_prompted
+    from .prompting import LabelSet, draw_shots
 
     if not args.model or not args.labels:
         raise ConfigError("--zero-shot needs --model (a decoder or an encoder) and --labels a,b,...")
@@ -216,25 +241,20 @@ def _scorer(args: argparse.Namespace) -> Any:
         records = read_table(args.shots_from).records
         shots = draw_shots(records, lambda r: str(r.fields.get(args.text_column or "text", "")),
                            lambda r: str(r.fields.get(args.label_column or "label", "")), labels, args.shots)
-    return load_scorer(args.model, labels, shots)
+    return load_prompted(args.model, labels, shots, text_column=args.text_column or "text",
+                         label_column=args.label_column or "label")
 
 
 def _evaluate_prompted(args: argparse.Namespace) -> int:
     from .data import read_table
     from .evaluation.metrics import format_report
-    from .prompting import evaluate as evaluate_prompted
+    from .pipeline import require_columns
 
-    text_field, label_field = args.text_column or "text", args.label_column or "label"
     dataset = read_table(args.data)
     rows = dataset.records[: args.limit] if args.limit else dataset.records
-    scorer = _scorer(args)
-    known = set(scorer.labels.values)
-    for record in rows:
-        if str(record.fields.get(label_field)) not in known:
-            raise ValueError(f"{record.where}: label {record.fields.get(label_field)!r} is not in "
-                             f"--labels ({', '.join(scorer.labels.values)})")
-    metrics = evaluate_prompted(scorer, [str(r.fields[text_field]) for r in rows],
-                                [str(r.fields[label_field]) for r in rows])
+    predictor = _prompted(args)
+    require_columns(predictor.task, [dataset])
+    metrics = predictor.evaluate_records(rows)
     shots = f"{args.shots}-shot" if args.shots else "zero-shot"
     print(format_report(metrics, title=f"{args.model}, {shots}, {len(rows)} examples of {args.data}"))
     if args.output:
@@ -271,17 +291,13 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .inference.predictor import load
 
     if args.zero_shot:
-        from .prompting import predictions
-
-        if not args.texts:
-            raise ConfigError("give texts to classify")
-        for text, prediction in zip(args.texts, predictions(_scorer(args), args.texts)):
-            print(json.dumps({"text": text, "prediction": prediction}) if args.json
-                  else f"{prediction['label']}\t{prediction['score']:.4f}\t{text}")
-        return 0
-    if args.run is None:
+        if not args.texts and not args.input:
+            raise ConfigError("give texts to classify, or --input FILE")
+        predictor = _prompted(args)
+    elif args.run is None:
         raise ConfigError("give a run folder (or --model with --zero-shot --labels ...)")
-    predictor = load(args.run, backend=args.backend, quantized=args.quantized)
+    else:
+        predictor = load(args.run, backend=args.backend, quantized=args.quantized)
     data = predictor.cfg.data
     options = {"top_k": args.top_k} if args.top_k != 1 else {}
     if args.question is not None or args.context is not None:
@@ -289,10 +305,8 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
             raise ConfigError("QA prediction needs both --question and --context")
         texts, pairs = [args.question], [args.context]
         rows = [{"question": args.question}]
-    elif args.input and predictor.task.name == "qa":
-        rows, texts, pairs = _read_inputs(args.input, "question", "context")
     elif args.input:
-        rows, texts, pairs = _read_inputs(args.input, data.text_column, data.text_pair_column)
+        rows, texts, pairs = _read_inputs(args.input, *predictor.task.input_fields())
     else:
         if not args.texts:
             raise ConfigError("give texts to classify, or --input FILE")
@@ -305,22 +319,10 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
               f"{predictor.cfg.model.max_length} tokens and were truncated (marked \"truncated\": true); "
               "the model only read their start", file=sys.stderr)
     as_json = bool(args.output or args.json)
-    _write((json.dumps({**row, "prediction": p}) + "\n" if as_json else _shown(p, row.get(data.text_column, ""))
+    shown = predictor.task.format_prediction
+    _write((json.dumps({**row, "prediction": p}) + "\n" if as_json else shown(p, row.get(data.text_column, ""))
             for row, p in zip(rows, predictions)), args.output, "predictions")
     return 0
-
-
-def _shown(prediction: Any, text: str) -> str:
-    """One prediction as terminal lines: answers, entities, or label and score."""
-    if isinstance(prediction, list) or "answer" in prediction:
-        return "".join(f"{a['answer']!r}\t[{a['start']}:{a['end']}]\t{a['score']:.4f}\n"
-                       for a in (prediction if isinstance(prediction, list) else [prediction]))
-    if "entities" in prediction:
-        found = "; ".join(f"{e['type']}: {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
-                          for e in prediction["entities"])
-        return f"{found or '(no entities)'}\t{text}\n"
-    label, score = prediction.get("label", prediction.get("labels")), prediction.get("score")
-    return f"{label}\t{score:.4f}\t{text}\n" if score is not None else f"{label}\t{text}\n"
 
 
 def _write(lines: Any, output: str | None, what: str) -> None:
@@ -344,7 +346,7 @@ def cmd_generate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.run is None and args.model is None:
         raise ConfigError("give a run folder, or --model (e.g. smollm2)")
     predictor = load(args.run) if args.run else load_base(_base_config(args))
-    if predictor.task.name != "generation":
+    if not predictor.task.generates:
         raise ConfigError(f"{args.run} is a {predictor.task.name} run; use lmtune predict")
     options = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
                                  ("top_p", args.top_p), ("stop", args.stop), ("seed", args.seed)) if v is not None}
@@ -365,33 +367,33 @@ def cmd_generate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .export import export_merged, export_onnx
+def group_settings(args: argparse.Namespace, name: str) -> Any:
+    """One config group for a command that reads only it (serve, export): the YAML file's
+    section (--config), then the flags in the order given (a short flag such as --port and its
+    `--serve.port` form set the same field), checked."""
+    from .config import check_group
 
-    if args.merge == bool(args.format):
-        raise ConfigError("choose one: --merge (adapter -> transformers model) or --format onnx")
-    if args.merge:
-        out = export_merged(args.run, args.output)
+    cfg = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
+    for key, value in _field_flags(args).items():
+        cfg.override(key, value, f"--{_flag(key)}")
+    check_group(cfg, name)
+    return getattr(cfg, name)
+
+
+def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .export import export_run
+
+    settings = group_settings(args, "export")
+    out = export_run(args.run, settings)
+    if settings.merge:
         print(f"merged model written to {out} (loads with plain transformers)")
-    else:
-        export_onnx(args.run, quantize=args.quantize, data=args.data, sample=args.sample)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from pathlib import Path
+    from .serving import serve
 
-    from .serving import Limits, serve
-
-    key = None
-    if args.api_key_file:
-        key = Path(args.api_key_file).read_text().strip()
-        if not key:
-            raise ConfigError(f"{args.api_key_file}: the API key file is empty")
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_chars=args.max_chars)
-    serve(args.runs, host=args.host, port=args.port, api_key=key, limits=limits, batching=not args.no_batching,
-          max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms, backend=args.backend,
-          quantized=args.quantized)
+    serve(args.runs, group_settings(args, "serve"))
     return 0
 
 
@@ -427,7 +429,7 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
             print(f"  tokens per example: mean {stats['tokens_mean']}, median {stats['tokens_p50']}, "
                   f"p95 {stats['tokens_p95']}, max {stats['tokens_max']}; "
                   f"{stats['over_max_length']} over max length {cfg.model.max_length} "
-                  f"({'split into windows' if cfg.task in ('ner', 'qa') else 'would be truncated'})")
+                  f"({'split into windows' if task.windows_long_inputs else 'would be truncated'})")
         if name == "train" and hasattr(task, "label_counts"):
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(task.label_counts.items()))
             print(f"  labels: {counts}")
@@ -509,29 +511,16 @@ def make_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", allow_abbrev=False, help="export a run for use outside lmtune")
     export.add_argument("run")
-    export.add_argument("--merge", action="store_true",
-                        help="fold a LoRA/AdaLoRA/IA3 adapter into a standalone transformers model")
-    export.add_argument("--format", choices=["onnx"], help="onnx: <run>/onnx/ for fast CPU inference")
-    export.add_argument("--quantize", choices=["int8"], help="onnx: also write an int8 (dynamic) model")
-    export.add_argument("--data", help="onnx: sample inputs for the parity report (labeled: accuracy too)")
-    export.add_argument("--sample", type=int, default=512, help="onnx: parity sample size")
-    export.add_argument("--output", help="--merge: folder to write (default <run>/merged)")
+    _add_group_flags(export, "export", {"merge": "true", "format": ["onnx"], "quantize": ["int8"], "data": None,
+                                        "sample": None, "output": None})
     export.set_defaults(func=cmd_export)
 
     serve = sub.add_parser("serve", allow_abbrev=False, help="serve runs over HTTP")
     serve.add_argument("runs", nargs="+")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key-file", help="require this key (X-API-Key or Authorization: Bearer)")
-    serve.add_argument("--max-batch-size", type=int, default=32, help="inputs per dynamic batch")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
-    serve.add_argument("--no-batching", action="store_true", help="one request per forward pass")
-    serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    serve.add_argument("--max-inputs", type=int, default=64, help="inputs per request")
-    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
-    serve.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch",
-                       help="onnx: encoder runs exported with `lmtune export --format onnx`")
-    serve.add_argument("--quantized", action="store_true", help="onnx: the int8 model")
+    _add_group_flags(serve, "serve", {"host": None, "port": None, "api_key_file": None, "max_batch_size": None,
+                                      "max_wait_ms": None, "batching": ("--no-batching", "false"),
+                                      "max_body_bytes": None, "max_inputs": None, "max_chars": None,
+                                      "backend": ["pytorch", "onnx"], "quantized": "true"})
     serve.set_defaults(func=cmd_serve)
 
     data = sub.add_parser("data", help="data tools")

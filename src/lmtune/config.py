@@ -1,6 +1,7 @@
 """One typed config: the YAML file, the CLI flags and the Python API all fill the same dataclasses.
 
-Groups: model, data, method (with lora, ia3, prompt settings), train, eval, generation. A YAML file mirrors the groups; CLI overrides are
+Groups: model, data, method (with lora, ia3, prompt settings), train, eval, generation, serve,
+export. A YAML file mirrors the groups; CLI overrides are
 `--group.field value` (dashes or underscores), plus a few shorthands for the common data flags.
 Every field carries a one-line description (`option(default, help)`): `lmtune train --help` and
 `lmtune config` show them, so the schema is the one place a field is documented.
@@ -143,6 +144,33 @@ class GenerationSettings:
 
 
 @dataclass
+class ServeConfig:
+    """`lmtune serve` (and `lmtune.serving.serve`)."""
+    host: str = option("127.0.0.1", "bind address (127.0.0.1: this machine only)")
+    port: int = option(8000, "TCP port to listen on")
+    api_key_file: Optional[str] = option(None, "require the key in this file (X-API-Key or Authorization: Bearer)")
+    max_batch_size: int = option(32, "inputs per dynamic batch")
+    max_wait_ms: float = option(5.0, "how long a batch waits to fill, in milliseconds")
+    batching: bool = option(True, "dynamic batching of concurrent requests (false: one request per forward pass)")
+    max_body_bytes: int = option(1_000_000, "largest request body accepted (413 beyond)")
+    max_inputs: int = option(64, "inputs per request")
+    max_chars: int = option(10_000, "characters per text")
+    backend: str = option("pytorch", "pytorch | onnx (encoder runs exported with `lmtune export --format onnx`)")
+    quantized: bool = option(False, "onnx: serve the int8 model")
+
+
+@dataclass
+class ExportConfig:
+    """`lmtune export` (and `lmtune.export.export_run`)."""
+    format: Optional[str] = option(None, "onnx: <run>/onnx/ for fast CPU inference")
+    merge: bool = option(False, "fold a LoRA/AdaLoRA/IA3 adapter into a standalone transformers model")
+    quantize: Optional[str] = option(None, "onnx: also write an int8 (dynamic) model")
+    data: Optional[str] = option(None, "onnx: sample inputs for the parity report (labeled: accuracy too)")
+    sample: int = option(512, "onnx: parity sample size")
+    output: Optional[str] = option(None, "merge: folder to write (none: <run>/merged)")
+
+
+@dataclass
 class Config:
     task: str = option("classification", "classification | ner | qa | generation")
     model: ModelConfig = group(ModelConfig, "the base model")
@@ -154,6 +182,8 @@ class Config:
     train: TrainConfig = group(TrainConfig, "the training loop")
     eval: EvalConfig = group(EvalConfig, "evaluation and prediction")
     generation: GenerationSettings = group(GenerationSettings, "text generation, for the generation task")
+    serve: ServeConfig = group(ServeConfig, "the HTTP server (lmtune serve)")
+    export: ExportConfig = group(ExportConfig, "exporting a run (lmtune export)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -350,7 +380,21 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("generation.temperature", lambda v: v >= 0, ">= 0 (0: greedy)"),
     ("generation.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("generation.batch_size", lambda v: v >= 1, ">= 1"),
+    ("serve.port", lambda v: 0 <= v <= 65535, "in [0, 65535]"),
+    ("serve.max_batch_size", lambda v: v >= 1, ">= 1"),
+    ("serve.max_wait_ms", lambda v: v >= 0, ">= 0"),
+    ("serve.max_body_bytes", lambda v: v >= 1, ">= 1"),
+    ("serve.max_inputs", lambda v: v >= 1, ">= 1"),
+    ("serve.max_chars", lambda v: v >= 1, ">= 1"),
+    ("export.sample", lambda v: v >= 1, ">= 1"),
 ]
+# Fields with a fixed set of values, for the groups a command uses without training (serve,
+# export); `validate` checks the training groups' own.
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "serve.backend": ("pytorch", "onnx"),
+    "export.format": (None, "onnx"),
+    "export.quantize": (None, "int8"),
+}
 
 
 def as_flag(key: str) -> str:
@@ -377,6 +421,21 @@ def _check_numbers(cfg: Config) -> None:
                           f"got {overlap}")
 
 
+def check_group(cfg: Config, name: str) -> None:
+    """The numbers and choices of one group (serve, export), for a command that reads only it."""
+    for key, test, rule in _RANGES:
+        group, _, field_name = key.partition(".")
+        value = getattr(getattr(cfg, group), field_name)
+        if group == name and value is not None and not (math.isfinite(value) and test(value)):
+            raise ConfigError(f"{as_flag(key)} must be {rule}, got {value!r}")
+    for key, allowed in _CHOICES.items():
+        group, _, field_name = key.partition(".")
+        value = getattr(getattr(cfg, group), field_name)
+        if group == name and value not in allowed:
+            shown = ", ".join("none" if a is None else str(a) for a in allowed)
+            raise ConfigError(f"{as_flag(key)} {value!r}: choose one of {shown}")
+
+
 def validate(cfg: Config) -> None:
     """Catch impossible combinations before any model is loaded."""
     choices = {
@@ -394,12 +453,8 @@ def validate(cfg: Config) -> None:
     if cfg.train.class_weights not in (None, "none", "balanced"):
         raise ConfigError(f"train.class_weights={cfg.train.class_weights!r}: use 'balanced' or 'none'")
     _check_numbers(cfg)
-    if cfg.data.packing and cfg.method.name in ("prefix", "prompt"):
-        raise ConfigError(f"data.packing cannot be used with --method {cfg.method.name}: its virtual "
-                          "tokens would be shared by every packed example; use lora, or no packing")
-    frozen = [f"method.{key}" for key in ("freeze_embeddings", "freeze_layers") if getattr(cfg.method, key)]
-    if frozen and cfg.method.name != "freeze":
-        raise ConfigError(f"{' and '.join(frozen)} only apply to --method freeze (this run uses "
-                          f"--method {cfg.method.name}): add --method freeze, or drop them")
+    from .methods import method_class  # what a method cannot be combined with, it says itself
+
+    method_class(cfg.method.name).check(cfg)
     if cfg.data.train is None:
         raise ConfigError("no training data: pass --train FILE (or data.train in the YAML config)")

@@ -5,8 +5,9 @@ Each step calls the module that owns it; this file only wires them in order.
 
 from __future__ import annotations
 
-import statistics
 import json
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -15,11 +16,12 @@ from .data import Dataset, load_splits, read_table
 from .data.checks import apply_policy, check_columns, check_rows_left
 from .data.records import DataError, DataIssue
 from .methods import count_parameters, get_method
-from .models import load_model, load_tokenizer, quiet_transformers, resolve_model
+from .models import default_learning_rate, load_model, load_tokenizer, quiet_transformers, resolve_model
 from .run import RunFolder, new_run, write_model_card
 from .tasks import get_task
 from .tasks.base import Task
-from .training.callbacks import Callback, JsonlLog, ProgressBar
+from .training.callbacks import Callback, EarlyStopping, JsonlLog, ProgressBar
+from .training.hooks import BatchSource, LossTerm
 from .training.precision import EVAL_PRECISION
 
 
@@ -103,13 +105,16 @@ def encode_splits(cfg: Config, task: Task, tokenizer: Any, splits: dict[str, Dat
 
 
 def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None = None,
-             callbacks: Sequence[Callback] = (), quiet: bool = False) -> RunFolder:
+             callbacks: Sequence[Callback] = (), quiet: bool = False, *,
+             loss_terms: Sequence[LossTerm] = (), batch_source: BatchSource | None = None) -> RunFolder:
     """Train a model as `cfg` says (a Config, a dict of groups, or a YAML path) and write the
     run folder; returns it. With `resume`, continue that run from its last checkpoint instead.
+    callbacks, loss_terms and batch_source plug into the loop (lmtune.training.hooks).
     A run that fails before its first checkpoint leaves no folder behind that looks like a run."""
     created: list[RunFolder] = []
+    plugins = Plugins(list(callbacks), list(loss_terms), batch_source)
     try:
-        return _finetune(cfg, resume, callbacks, quiet, created)
+        return _finetune(cfg, resume, plugins, quiet, created)
     except BaseException:
         for run in created:
             _remove_unfinished(run)
@@ -142,8 +147,17 @@ def _absolute_paths(cfg: Config) -> Config:
     return stored
 
 
+@dataclass
+class Plugins:
+    """What a caller plugs into the loop (see training/hooks.py)."""
+
+    callbacks: list[Callback]
+    loss_terms: list[LossTerm]
+    batch_source: BatchSource | None
+
+
 def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
-              callbacks: Sequence[Callback], quiet: bool, created: list[RunFolder]) -> RunFolder:
+              plugins: Plugins, quiet: bool, created: list[RunFolder]) -> RunFolder:
     import torch
     from accelerate.utils import set_seed
 
@@ -152,9 +166,7 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     elif isinstance(cfg, (str, Path)):
         cfg = Config.from_yaml(cfg)
     if resume is not None:
-        run = RunFolder(Path(resume))
-        cfg = run.load_config()
-        resume_step = _resume_step(run)  # before any loading: a finished run has nothing to resume
+        run, cfg, resume_step = _open_resume(Path(resume))  # before any loading
     validate(cfg)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
@@ -163,7 +175,7 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     tokenizer = load_tokenizer(model_path)
     method = get_method(cfg)
     if cfg.train.learning_rate is None:
-        cfg.train.learning_rate = method.learning_rate or _default_learning_rate(model_path)
+        cfg.train.learning_rate = method.learning_rate or default_learning_rate(model_path)
     task = get_task(cfg)
     cfg.train.metric_for_best, cfg.train.greater_is_better = task.selection(
         cfg.train.metric_for_best, cfg.train.greater_is_better)
@@ -182,40 +194,46 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
 
     encoded = encode_splits(cfg, task, tokenizer, splits, report, quiet)
 
-    from accelerate.utils import broadcast_object_list
-
-    from .training.distributed import process_state
+    from .training.distributed import from_main, process_state
 
     state = process_state()
     if resume is None:
-        # One process creates the run folder; the others learn its name from it.
-        if state.is_main_process:
-            run = new_run(cfg)
-            created.append(run)
-            _absolute_paths(cfg).save(run.config)
-        cfg.train.run_name = broadcast_object_list([cfg.train.run_name])[0]
+        # The global main process alone creates and writes the run folder (other nodes may not
+        # share its filesystem); the others learn its name, or its error, from it.
+        def create() -> str:
+            created.append(new_run(cfg))
+            _absolute_paths(cfg).save(created[-1].config)
+            return cfg.train.run_name
+
+        cfg.train.run_name = from_main(create)
         run = RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
     quiet = quiet or not state.is_main_process
     set_seed(cfg.train.seed)
     model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
-    from .training.loop import planned_steps, train
+    from .training.batching import LengthGroupedBatches
+    from .training.hooks import planned_steps
+    from .training.loop import train
 
-    total_steps = planned_steps(len(encoded["train"].features), cfg, state.num_processes)
-    model = method.prepare(model, new_weights=new_weights, total_steps=total_steps)
+    tc = cfg.train
+    source = plugins.batch_source or LengthGroupedBatches(
+        encoded["train"].features, tc.batch_size * state.num_processes * tc.grad_accum, tc.seed, tc.group_by_length)
+    model = method.prepare(model, new_weights=new_weights, total_steps=planned_steps(source, tc.epochs, tc.max_steps),
+                           peft_task_type=task.peft_task_type)
     trainable, total = count_parameters(model)
     _say(f"lmtune: {cfg.task} / {cfg.method.name} on {cfg.model.name}: {trainable:,} of {total:,} "
          f"parameters trainable ({100 * trainable / total:.2f}%); "
          f"{len(splits['train'].records):,} training examples "
          f"({len(encoded['train'].features):,} model inputs)", quiet)
 
-    cbs: list[Callback] = list(callbacks)
+    # Early stopping first (it marks the evaluation row), then the log, then the caller's own.
+    cbs: list[Callback] = [EarlyStopping(tc.early_stopping_patience)] if tc.early_stopping_patience else []
     if state.is_main_process:
-        cbs.insert(0, JsonlLog(run.log, resume_step=resume_step if resume is not None else None))
-    if cfg.train.progress and not quiet:
-        cbs.append(ProgressBar(cfg.train.metric_for_best))
-    result = train(model, task, encoded["train"].features, encoded.get("validation"), cfg, run.root,
-                   tokenizer.pad_token_id or 0, resume=resume is not None, callbacks=cbs,
-                   method=method)
+        cbs.append(JsonlLog(run.log, resume_step=resume_step if resume is not None else None))
+    cbs += plugins.callbacks
+    if tc.progress and not quiet:
+        cbs.append(ProgressBar(tc.metric_for_best))
+    result = train(model, task, source, encoded.get("validation"), cfg, run.root, tokenizer.pad_token_id or 0,
+                   resume=resume is not None, method=method, callbacks=cbs, loss_terms=plugins.loss_terms)
 
     metrics: dict[str, Any] = {
         "task": cfg.task, "method": cfg.method.name, "model": cfg.model.name,
@@ -243,7 +261,7 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
                    quiet: bool) -> None:
     """Score the test split, then write the model, metrics, plots and model card."""
     from .evaluation.plots import learning_curve
-    from .training.loop import evaluate_encoded
+    from .forward import evaluate_encoded
 
     summary = ""
     if best:
@@ -266,16 +284,20 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
     _say(f"run folder: {run.root}", quiet)
 
 
-def _default_learning_rate(model_path: Path) -> float:
-    from transformers import AutoConfig
-
-    from .training.loop import default_learning_rate
-
-    return default_learning_rate(getattr(AutoConfig.from_pretrained(str(model_path)), "hidden_size", 768))
-
-
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _open_resume(root: Path) -> tuple[RunFolder, Config, int]:
+    """The run to continue, its config and the step of its last checkpoint, as the main process
+    reads them: the other processes' nodes need not hold the run folder (the checkpoint itself
+    reaches them through training.checkpoint's collective loads)."""
+    from .training.distributed import from_main, process_state
+
+    process_state()  # the process group, which from_main speaks over
+    run = RunFolder(root)
+    cfg, step = from_main(lambda: (run.load_config(), _resume_step(run)))
+    return run, cfg, step
 
 
 def _resume_step(run: RunFolder) -> int:

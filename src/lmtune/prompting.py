@@ -5,7 +5,9 @@
 - An encoder embeds the text and each label's description (mean pooling) and picks the most
   similar label; with shots, each label's examples join its description in the label's centroid.
 
-Both return the same predictions and metrics as a fine-tuned classifier, so a user can see what
+These scorers are the model-specific part; the prompted task (tasks/prompted.py) turns their
+label scores into the predictions and metrics of a fine-tuned classifier, through the Predictor
+like every other task (`lmtune.inference.predictor.load_prompted`), so a user can see what
 fine-tuning buys.
 """
 
@@ -171,9 +173,19 @@ class EncoderSimilarity(Calibrated):
         return self.embed(texts) @ self.centroids.T * 20.0  # a temperature for readable probabilities
 
 
-def load_scorer(model_ref: str, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
-                **options: Any) -> DecoderScorer | EncoderSimilarity:
+def scorer_for(model: Any, tokenizer: Any, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
+               **options: Any) -> DecoderScorer | EncoderSimilarity:
     """A decoder scores labels; an encoder compares embeddings. Picked from the model's config."""
+    if any(a.endswith("ForCausalLM") for a in (model.config.architectures or [])):
+        return DecoderScorer(model, tokenizer, labels, shots, **options)
+    return EncoderSimilarity(model, tokenizer, labels, shots, **options)
+
+
+def load_scorer(model_ref: str, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
+                device: str | None = None, **options: Any) -> DecoderScorer | EncoderSimilarity:
+    """The scorer for a pretrained model (alias, folder, hub id): a decoder loads with its LM
+    head, an encoder without a head. `lmtune.inference.predictor.load_prompted` wraps it in a
+    Predictor; use that to predict and evaluate."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from .models import load_tokenizer, quiet_transformers, resolve_model
@@ -181,27 +193,23 @@ def load_scorer(model_ref: str, labels: LabelSet, shots: Sequence[tuple[str, str
     quiet_transformers()
     path = resolve_model(model_ref)
     config = AutoConfig.from_pretrained(str(path))
-    tokenizer = load_tokenizer(path)
-    if any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
-        return DecoderScorer(AutoModelForCausalLM.from_pretrained(str(path)), tokenizer, labels, shots, **options)
-    return EncoderSimilarity(AutoModel.from_pretrained(str(path)), tokenizer, labels, shots, **options)
+    decoder = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    model = (AutoModelForCausalLM if decoder else AutoModel).from_pretrained(str(path))
+    return scorer_for(model.to(device) if device else model, load_tokenizer(path), labels, shots, **options)
 
 
 def predictions(scorer: Any, texts: Sequence[str]) -> list[dict[str, Any]]:
-    """Label, score and probabilities per text, as a fine-tuned classifier returns them."""
-    scores = scorer.label_scores(texts)
-    probs = np.exp(scores - scores.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    values = scorer.labels.values
-    return [{"label": values[int(p.argmax())], "score": float(p.max()),
-             "probabilities": {v: float(x) for v, x in zip(values, p)}} for p in probs]
+    """Label, score and probabilities per text, as a fine-tuned classifier returns them (the
+    Predictor's predictions: one path for prompted and trained models)."""
+    from .inference.predictor import prompted_predictor
+
+    return prompted_predictor(scorer).predict(list(texts))
 
 
 def evaluate(scorer: Any, texts: Sequence[str], gold: Sequence[str]) -> dict[str, Any]:
     """The classification report (accuracy, per-class P/R/F1) of prompt-based predictions."""
-    from .evaluation.metrics import single_label_metrics
+    from .data.records import Record
+    from .inference.predictor import prompted_predictor
 
-    values = scorer.labels.values
-    index = {v: i for i, v in enumerate(values)}
-    predicted = [index[p["label"]] for p in predictions(scorer, texts)]
-    return single_label_metrics(np.array([index[g] for g in gold]), np.array(predicted), values)
+    records = [Record({"text": t, "label": g}, "<input>", i + 1) for i, (t, g) in enumerate(zip(texts, gold))]
+    return prompted_predictor(scorer).evaluate_records(records)

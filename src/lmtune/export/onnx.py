@@ -19,13 +19,6 @@ import torch
 from ..config import ConfigError
 from ..run import RunFolder
 
-OUTPUTS = {"qa": ["start_logits", "end_logits"]}  # other tasks: ["logits"]
-
-
-def output_names(task: str) -> list[str]:
-    return OUTPUTS.get(task, ["logits"])
-
-
 def plain_model(run: RunFolder, cfg: Any, task: Any) -> Any:
     """The run's model as a plain transformers model (adapters merged into a private copy)."""
     from ..methods import get_method
@@ -58,12 +51,12 @@ def export_onnx(run_dir: str | Path, quantize: str | None = None, data: str | Pa
     quiet_transformers()
     run = RunFolder(Path(run_dir))
     cfg = run.load_config()
-    if cfg.task == "generation":
-        raise ConfigError("ONNX export covers encoder runs (classification, NER, QA); a generation "
+    task = get_task(cfg)
+    if not task.onnx_outputs:
+        raise ConfigError(f"ONNX export covers encoder runs (classification, NER, QA); a {task.name} "
                           "run is served with PyTorch (lmtune serve)")
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize!r}: only int8 is supported")
-    task = get_task(cfg)
     model = plain_model(run, cfg, task).eval()
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")  # one traceable attention path
@@ -72,7 +65,7 @@ def export_onnx(run_dir: str | Path, quantize: str | None = None, data: str | Pa
     out.mkdir(exist_ok=True)
     example = tokenizer(["a short example", "a somewhat longer example sentence"], padding=True, return_tensors="pt")
     inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in example]
-    outputs = output_names(task.name)
+    outputs = list(task.onnx_outputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs + outputs}
     # The tracer warns about Python-level branches in transformers' mask code; the parity
     # report below checks the exported graph across batch sizes and lengths instead.
@@ -126,23 +119,11 @@ def parity(run_dir: Path, data: str | Path | None, sample: int, variants: list[s
         logits, _ = predictor.logits(records, with_labels=labeled)
         predicted = task.decode(logits, encoded)
         row = {"max_abs_logit_diff": float(max(np.abs(a - b).max() for a, b in zip(logits, reference))),
-               "agreement": float(np.mean([_same(a, b) for a, b in zip(predicted, reference_pred)]))}
+               "agreement": float(np.mean([task.same_prediction(a, b) for a, b in zip(predicted, reference_pred)]))}
         if labeled:
             row[metric] = task.metrics(logits, encoded)[metric]
         report["variants"][variant] = row
     return report
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two predictions agree: same label / same entities / same answer span."""
-    if isinstance(a, dict) and "label" in a:
-        return a["label"] == b["label"]
-    if isinstance(a, dict) and "entities" in a:
-        return [(e["type"], e["start"], e["end"]) for e in a["entities"]] == \
-               [(e["type"], e["start"], e["end"]) for e in b["entities"]]
-    if isinstance(a, dict) and "answer" in a:
-        return (a["start"], a["end"]) == (b["start"], b["end"])
-    return a == b
 
 
 def format_parity(report: dict[str, Any]) -> str:

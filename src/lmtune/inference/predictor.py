@@ -20,11 +20,12 @@ from ..tasks.base import Encoded, Task
 class Predictor:
     """A trained model with its task and tokenizer; `predict` takes raw texts."""
 
-    def __init__(self, model: Any, tokenizer: Any, task: Task, cfg: Config):
+    def __init__(self, model: Any, tokenizer: Any, task: Task, cfg: Config, method: Any = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.task = task
         self.cfg = cfg
+        self.method = method  # lines the model's logits up with its inputs (prompt tuning)
         self.device = next(model.parameters()).device
 
     @property
@@ -39,12 +40,12 @@ class Predictor:
 
     def logits(self, records: Sequence[Record], with_labels: bool = False) -> tuple[list[np.ndarray], Encoded]:
         """Encode records and run the model; one logits array per feature."""
-        from ..training.loop import batched_logits
+        from ..forward import batched_logits
 
         encoded = self.task.encode(records, self.tokenizer, self.cfg.model.max_length,
                                    with_labels=with_labels)
         logits, _ = batched_logits(self.model, encoded.features, self.cfg.eval.batch_size,
-                                   self.tokenizer.pad_token_id or 0, self.device, self.task)
+                                   self.tokenizer.pad_token_id or 0, self.device, self.task, self.method)
         return logits, encoded
 
     def predict(self, texts: Sequence[Any] | str, pairs: Sequence[str] | str | None = None,
@@ -89,9 +90,10 @@ def load(run_dir: str | Path, device: str | None = None, backend: str = "pytorch
         return Predictor(model, load_tokenizer(path.parent), task, cfg)
     if backend != "pytorch":
         raise ValueError(f"backend {backend!r}: use pytorch or onnx")
-    model = get_method(cfg).load(run.model, task.auto_model_class)
+    method = get_method(cfg)
+    model = method.load(run.model, task.auto_model_class)
     task.restore(model.config)
-    return Predictor(model.to(_device(device)), load_tokenizer(run.model), task, cfg)
+    return Predictor(model.to(_device(device)), load_tokenizer(run.model), task, cfg, method)
 
 
 def load_base(cfg: Config, device: str | None = None) -> Predictor:
@@ -104,6 +106,34 @@ def load_base(cfg: Config, device: str | None = None) -> Predictor:
     task = get_task(cfg)
     model = task.auto_model_class.from_pretrained(str(path))
     return Predictor(model.to(_device(device)), load_tokenizer(path), task, cfg)
+
+
+def load_prompted(model_ref: str, labels: Any, shots: Sequence[tuple[str, str]] = (), device: str | None = None,
+                  text_column: str = "text", label_column: str = "label", **options: Any) -> Predictor:
+    """A pretrained model as a prompt-based classifier, no training: zero-shot, or few-shot with
+    `shots` ((text, label value) pairs). `labels`: a LabelSet or "a,b" / "0=negative,1=positive".
+    `predict` and `evaluate_records` then work as for a fine-tuned classifier (records read
+    `text_column`, and `label_column` when scored); options go to the scorer (description,
+    instruction, batch_size)."""
+    from ..prompting import LabelSet, load_scorer
+
+    quiet_transformers()
+    labels = LabelSet.parse(labels) if isinstance(labels, str) else labels
+    scorer = load_scorer(model_ref, labels, shots, device=_device(device), **options)
+    predictor = prompted_predictor(scorer, model_ref)
+    predictor.cfg.data.text_column, predictor.cfg.data.label_column = text_column, label_column
+    return predictor
+
+
+def prompted_predictor(scorer: Any, model_ref: str = "") -> Predictor:
+    """A Predictor around a prompting scorer (lmtune.prompting) already built."""
+    from ..tasks.prompted import PromptedTask
+
+    cfg = Config()
+    cfg.task, cfg.model.name = PromptedTask.name, model_ref or cfg.model.name
+    task = get_task(cfg)
+    task.use(scorer)
+    return Predictor(scorer.model, scorer.tokenizer, task, cfg)
 
 
 def _device(requested: str | None) -> str:

@@ -17,11 +17,16 @@ METHODS = {
     "prompt": "lmtune.methods.adapters:PromptMethod",
 }
 
-__all__ = ["Method", "count_parameters", "get_method", "METHODS"]
+__all__ = ["Method", "count_parameters", "get_method", "method_class", "METHODS"]
+
+
+def method_class(name: str) -> type[Method]:
+    """The Method class registered as `name`, for what a method says before it has a config."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    module, attribute = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def get_method(cfg: Config) -> Method:
-    if cfg.method.name not in METHODS:
-        raise ConfigError(f"unknown method {cfg.method.name!r}; available: {', '.join(METHODS)}")
-    module, name = METHODS[cfg.method.name].split(":")
-    return getattr(importlib.import_module(module), name)(cfg)
+    return method_class(cfg.method.name)(cfg)

@@ -13,13 +13,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Collection
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from .base import Method
 
 TASK_CONFIG = "task_config.json"  # the task model's transformers config (labels), no weights
-# peft task types by the model class's suffix (the head decides how peft routes inputs).
-TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForTokenClassification": "TOKEN_CLS",
-              "ForQuestionAnswering": "QUESTION_ANS", "ForCausalLM": "CAUSAL_LM"}
 # peft 0.21 calls a transformers 5 property that warns of its own deprecation on every wrap.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 _BODIES: dict[str, Any] = {}  # resolved base folder -> pretrained body whose tensors runs share
@@ -29,11 +26,6 @@ def _names(text: str | None) -> list[str] | str | None:
     if not text:
         return None
     return text if text == "all-linear" else [t.strip() for t in text.split(",") if t.strip()]
-
-
-def task_type(model: Any) -> str | None:
-    name = type(model).__name__
-    return next((kind for suffix, kind in TASK_TYPES.items() if name.endswith(suffix)), None)
 
 
 def trained_modules(model: Any, new_weights: Collection[str] = ()) -> list[str]:
@@ -75,12 +67,13 @@ class AdapterMethod(Method):
     def peft_config(self, model: Any, common: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0) -> Any:
+    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0,
+                peft_task_type: str | None = None) -> Any:
         from peft import get_peft_model
 
         self.total_steps = total_steps
         extra = [m.strip() for m in (self.cfg.method.modules_to_save or "").split(",") if m.strip()]
-        common = {"task_type": task_type(model),
+        common = {"task_type": peft_task_type,
                   "modules_to_save": sorted(set(trained_modules(model, new_weights)) | set(extra)) or None}
         try:
             config = self.peft_config(model, common)
@@ -241,11 +234,24 @@ class Ia3Method(AdapterMethod):
         return IA3Config(target_modules=targets, feedforward_modules=feedforward or [], **common)
 
 
+def _refuse_packing(cfg: Config) -> None:
+    """Virtual tokens (prefix and prompt tuning) would be shared by every example packed into
+    one sequence."""
+    if cfg.data.packing:
+        raise ConfigError(f"data.packing cannot be used with --method {cfg.method.name}: its virtual "
+                          "tokens would be shared by every packed example; use lora, or no packing")
+
+
 class PrefixMethod(AdapterMethod):
     """Trained key/value prefixes in every layer; needs a model that takes past key values
     (decoders such as Llama; transformers 5 BERT-style encoders do not)."""
     name = "prefix"
     learning_rate = 1e-2
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        _refuse_packing(cfg)
+        super().check(cfg)
 
     def peft_config(self, model: Any, common: dict[str, Any]) -> Any:
         import inspect
@@ -268,10 +274,20 @@ class PromptMethod(AdapterMethod):
     name = "prompt"
     learning_rate = 3e-2
 
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        _refuse_packing(cfg)
+        super().check(cfg)
+
     def peft_config(self, model: Any, common: dict[str, Any]) -> Any:
         from peft import PromptTuningConfig
 
         return PromptTuningConfig(num_virtual_tokens=self.cfg.prompt.num_virtual_tokens, **common)
+
+    def align_logits(self, logits: Any, input_ids: Any) -> Any:
+        """Per-token logits include the virtual tokens in front; drop them."""
+        extra = logits.shape[1] - input_ids.shape[1] if logits.dim() > 2 else 0
+        return logits[:, extra:] if extra > 0 else logits
 
 
 def merged_model(run_dir: Path, method: AdapterMethod, auto_class: Any) -> Any:

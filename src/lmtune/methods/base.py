@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Collection
 
-from ..config import Config
+from ..config import Config, ConfigError
 
 
 class Method(ABC):
@@ -16,10 +16,25 @@ class Method(ABC):
     def __init__(self, cfg: Config):
         self.cfg = cfg
 
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """Refuse settings this method cannot use, before anything loads (`config.validate`
+        calls it). Options of another method are a mistake worth saying: the freeze options."""
+        frozen = [f"method.{key}" for key in ("freeze_embeddings", "freeze_layers") if getattr(cfg.method, key)]
+        if frozen:
+            raise ConfigError(f"{' and '.join(frozen)} only apply to --method freeze (this run uses "
+                              f"--method {cfg.method.name}): add --method freeze, or drop them")
+
     @abstractmethod
-    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0) -> Any:
+    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0,
+                peft_task_type: str | None = None) -> Any:
         """Return the model to train (same object, parameters frozen, or a wrapper).
-        new_weights: parameter names the pretrained checkpoint lacked (the task head...)."""
+        new_weights: parameter names the pretrained checkpoint lacked (the task head...);
+        peft_task_type: the task's `Task.peft_task_type` (how a peft wrapper routes inputs)."""
+
+    def align_logits(self, logits: Any, input_ids: Any) -> Any:
+        """The model's logits lined up with the inputs (a method that adds positions drops them)."""
+        return logits
 
     def after_optimizer_step(self, step: int) -> None:
         """Called after each optimizer step, before gradients are cleared (AdaLoRA budgets ranks)."""

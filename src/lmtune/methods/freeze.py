@@ -6,6 +6,7 @@ from typing import Any, Collection
 
 from torch import nn
 
+from ..config import Config
 from .base import Method
 
 
@@ -21,7 +22,12 @@ def transformer_layers(model: Any) -> nn.ModuleList:
 class FreezeMethod(Method):
     name = "freeze"
 
-    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0) -> Any:
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """The freeze options are this method's own."""
+
+    def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0,
+                peft_task_type: str | None = None) -> Any:
         method = self.cfg.method
         if method.freeze_embeddings:
             embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()

@@ -32,6 +32,12 @@ class Limits:
     max_chars: int = 10_000  # characters per text (QA: per question and per context)
     max_new_tokens: int = 256  # generation
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Limits":
+        """The limits a serve config group (`cfg.serve`) sets."""
+        return cls(max_body_bytes=settings.max_body_bytes, max_inputs=settings.max_inputs,
+                   max_chars=settings.max_chars)
+
 
 @functools.lru_cache(maxsize=None)
 def _schemas() -> SimpleNamespace:
@@ -246,10 +252,13 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
     return app
 
 
-def _input_shape(task: str) -> tuple[Any, str]:
-    """What a task takes as one input (others: a text), and how an error message describes it."""
-    shapes = {"qa": (_schemas().QAInput, "{question, context}"), "ner": ((str, list), "a text or a list of words")}
-    return shapes.get(task, (str, "a text"))
+def _input_shape(task: Any) -> tuple[tuple[type, ...], str]:
+    """The request types of the input shapes a task takes (`Task.input_kinds`), and how an
+    error message describes them."""
+    kinds = {"text": (str, "a text"), "words": (list, "a list of words"),
+             "question_context": (_schemas().QAInput, "{question, context}")}
+    shapes = [kinds[kind] for kind in task.input_kinds]
+    return tuple(kind for kind, _ in shapes), " or ".join(about for _, about in shapes)
 
 
 def _items(item: Served, inputs: list[Any], pairs: list[str] | None, limits: Limits) -> list[tuple[Any, Any]]:
@@ -259,7 +268,7 @@ def _items(item: Served, inputs: list[Any], pairs: list[str] | None, limits: Lim
         raise ValueError(f"{len(inputs)} inputs; at most {limits.max_inputs} per request")
     if pairs is not None and len(pairs) != len(inputs):
         raise ValueError(f"{len(inputs)} inputs but {len(pairs)} pairs")
-    wanted, shape = _input_shape(item.task)
+    wanted, shape = _input_shape(item.predictor.task)
     items = []
     for i, value in enumerate(inputs):
         if not isinstance(value, wanted):

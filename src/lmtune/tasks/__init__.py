@@ -13,10 +13,21 @@ TASKS = {
     "qa": "lmtune.tasks.qa:QuestionAnsweringTask",
     "generation": "lmtune.tasks.generation:GenerationTask",
 }
+# Tasks that use a pretrained model as it is and cannot be trained, so they stay out of the
+# every-task-trains contract above; `get_task` finds them all the same.
+UNTRAINED_TASKS = {
+    "prompted": "lmtune.tasks.prompted:PromptedTask",
+}
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class registered as `name`, for what a task says before it has a config."""
+    where = TASKS.get(name) or UNTRAINED_TASKS.get(name)
+    if where is None:
+        raise ConfigError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
+    module, attribute = where.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def get_task(cfg: Config) -> Task:
-    if cfg.task not in TASKS:
-        raise ConfigError(f"unknown task {cfg.task!r}; available: {', '.join(TASKS)}")
-    module, name = TASKS[cfg.task].split(":")
-    return getattr(importlib.import_module(module), name)(cfg)
+    return task_class(cfg.task)(cfg)

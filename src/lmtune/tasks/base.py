@@ -17,6 +17,7 @@ import torch
 
 from ..config import Config
 from ..data.records import DataIssue, Dataset, Record
+from .batch import pad_inputs
 
 Feature = dict[str, Any]  # input_ids (+ token_type_ids) as int lists, and "labels"
 
@@ -26,7 +27,7 @@ class Encoded:
     """Features for a list of records, with what encoding had to cut or split.
 
     A task may put its own keys in each feature (e.g. which record and words it covers);
-    batching only reads input_ids, token_type_ids and labels.
+    `collate` only reads input_ids, token_type_ids and labels (unless a task says otherwise).
     """
 
     features: list[Feature]
@@ -54,6 +55,17 @@ class Task(ABC):
     # The one layout this task's data usually comes in (conll, squad), or None if it has several:
     # a file whose extension says nothing is read as this when its content looks like it.
     default_format: ClassVar[str | None] = None
+    # What the layers around the model ask of a task (cli, serving, export, methods), so none
+    # of them switches on its name:
+    # the shapes one prediction input may take: "text", "words" (a word list), "question_context"
+    input_kinds: ClassVar[tuple[str, ...]] = ("text",)
+    # the model outputs an ONNX export keeps, by name; () when the task does not export to ONNX
+    onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
+    generates: ClassVar[bool] = False  # predictions are generated text (`lmtune generate`)
+    windows_long_inputs: ClassVar[bool] = False  # long inputs become overlapping windows, not cut
+    peft_task_type: ClassVar[str | None] = None  # peft's TaskType for this head (how peft routes inputs)
+    # whether a pretrained model serves the task as it is, from the config alone (no new head)
+    usable_untrained: ClassVar[bool] = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -126,6 +138,18 @@ class Task(ABC):
         logits, encoded = predictor.logits(records, with_labels=True)
         return self.metrics(logits, encoded)
 
+    def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
+        """A batch of model inputs (padded to its longest row), with `labels` if the features
+        have them."""
+        batch = pad_inputs(features, pad_token_id)
+        if "labels" in features[0]:
+            batch["labels"] = self.collate_labels([f["labels"] for f in features], batch["input_ids"].shape[1])
+        return batch
+
+    def collate_labels(self, labels: Sequence[Any], longest: int) -> torch.Tensor:
+        """Labels as a tensor: by default integers per example (a class id, a start/end pair)."""
+        return torch.tensor(labels, dtype=torch.long)
+
     @abstractmethod
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss for a batch."""
@@ -153,6 +177,21 @@ class Task(ABC):
         if pair is not None:
             fields[data.text_pair_column] = require_text(pair, index, "text pair")
         return Record(fields, "<input>", index + 1)
+
+    def input_fields(self) -> tuple[str, str | None]:
+        """The fields of an input file (`lmtune predict --input`) that hold one input and its
+        pair: the training data's text fields by default."""
+        return self.cfg.data.text_column, self.cfg.data.text_pair_column
+
+    def format_prediction(self, prediction: Any, text: str) -> str:
+        """One prediction as terminal line(s), newline-terminated: label (and score) and the text."""
+        label, score = prediction.get("label", prediction.get("labels")), prediction.get("score")
+        return f"{label}\t{score:.4f}\t{text}\n" if score is not None else f"{label}\t{text}\n"
+
+    def same_prediction(self, a: Any, b: Any) -> bool:
+        """Whether two predictions of one input agree (ONNX parity): the same decision, whatever
+        small differences their scores have."""
+        return a == b
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
         """Task-specific plots for an evaluation; none by default."""

@@ -30,6 +30,11 @@ class ClassificationTask(Task):
     selection_metrics = {"accuracy": True, "subset_accuracy": True,
                          **{f"{a}_{m}": True for a in ("macro", "micro", "weighted")
                             for m in ("f1", "precision", "recall")}}
+    peft_task_type = "SEQ_CLS"
+
+    def same_prediction(self, a: Any, b: Any) -> bool:
+        """The same label (multi-label: the same label set); probabilities may differ slightly."""
+        return a.get("label", a.get("labels")) == b.get("label", b.get("labels"))
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -153,6 +158,10 @@ class ClassificationTask(Task):
                 else:
                     feature["labels"] = index[values[0]]
         return Encoded(features, records, truncated=len(long_rows), lengths=lengths)
+
+    def collate_labels(self, labels: Sequence[Any], longest: int) -> torch.Tensor:
+        """Class ids, or multi-hot float vectors for multi-label."""
+        return torch.tensor(labels, dtype=torch.float32 if self.multi_label else torch.long)
 
     # ---- loss, metrics, predictions -----------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
-from ..training.batching import IGNORE_INDEX
-from .base import Encoded, Task
+from .base import Encoded, Feature, Task
+from .batch import IGNORE_INDEX, pad_token_labels
 
 
 class GenerationTask(Task):
@@ -30,6 +30,16 @@ class GenerationTask(Task):
     pipeline_tag = "text-generation"
     default_metric = "perplexity"
     selection_metrics = {"perplexity": False, "response_loss": False}
+    onnx_outputs = ()  # served with PyTorch: generation loops over the model, one token at a time
+    generates = True
+    peft_task_type = "CAUSAL_LM"
+    usable_untrained = True  # a pretrained causal LM generates as it is (the zero-shot baseline)
+
+    def input_fields(self) -> tuple[str, str | None]:
+        return self.cfg.data.prompt_column, None
+
+    def format_prediction(self, prediction: Any, text: str) -> str:
+        return prediction["generated_text"] + "\n"
 
     @property
     def auto_model_class(self) -> Any:
@@ -138,6 +148,17 @@ class GenerationTask(Task):
             examples = pack(examples, max_length)
         return Encoded(examples, records, truncated=truncated, lengths=lengths)
 
+    def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
+        """Packed features (several examples in one row) attend only within their own example."""
+        batch = super().collate(features, pad_token_id)
+        if "segments" in features[0]:
+            batch["position_ids"], batch["attention_mask"] = packed_positions_and_mask(
+                features, batch["input_ids"].shape[1])
+        return batch
+
+    def collate_labels(self, labels: Sequence[Any], longest: int) -> torch.Tensor:
+        return pad_token_labels(labels, longest)
+
     # ---- loss and perplexity ----------------------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over response tokens."""
@@ -214,3 +235,23 @@ def pack(examples: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]
             "record": group[0]["record"],
         })
     return packed
+
+
+def packed_positions_and_mask(features: Sequence[Feature], longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids restarting at each packed example, and a 4-D additive causal mask that is
+    block-diagonal over examples (0 where attention is allowed, the dtype minimum elsewhere)."""
+    segments = torch.zeros((len(features), longest), dtype=torch.long)  # 0: padding
+    for row, feature in enumerate(features):
+        segments[row, : len(feature["segments"])] = torch.tensor(feature["segments"])
+    positions = torch.zeros_like(segments)
+    for row, feature in enumerate(features):
+        start = 0
+        for length in feature["segment_lengths"]:
+            positions[row, start:start + length] = torch.arange(length)
+            start += length
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
+    causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+    allowed = same & causal
+    allowed |= torch.eye(longest, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
+    mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return positions, mask[:, None]

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from ..data.records import DataIssue, Dataset, Record
 from ..data.tags import best_valid_tags, detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
 from ..data.words import join_words, split_words
-from ..training.batching import IGNORE_INDEX
 from .base import Encoded, Task, require_text
+from .batch import IGNORE_INDEX, pad_token_labels
 
 
 class NerTask(Task):
@@ -33,6 +33,20 @@ class NerTask(Task):
     selection_metrics = {"f1": True, "precision": True, "recall": True, "token_accuracy": True,
                          **{f"{a}_{m}": True for a in ("macro", "micro", "weighted")
                             for m in ("f1", "precision", "recall")}}
+    input_kinds = ("text", "words")  # raw text, or a list of words
+    windows_long_inputs = True
+    peft_task_type = "TOKEN_CLS"
+
+    def format_prediction(self, prediction: Any, text: str) -> str:
+        """The entities found (type, text, span, score), then the input text."""
+        found = "; ".join(f"{e['type']}: {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.2f}"
+                          for e in prediction["entities"])
+        return f"{found or '(no entities)'}\t{text}\n"
+
+    def same_prediction(self, a: Any, b: Any) -> bool:
+        """The same entities (type and span); their scores may differ slightly."""
+        return [(e["type"], e["start"], e["end"]) for e in a["entities"]] == \
+               [(e["type"], e["start"], e["end"]) for e in b["entities"]]
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -196,6 +210,9 @@ class NerTask(Task):
         return self.labels.index(f"I-{kind}") if prefix == "B" else label_id
 
     # ---- loss, stitching, metrics, predictions ------------------------------------------
+    def collate_labels(self, labels: Sequence[Any], longest: int) -> torch.Tensor:
+        return pad_token_labels(labels, longest)
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weights = None if self.class_weights is None else self.class_weights.to(logits.device)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),

@@ -40,6 +40,23 @@ class QuestionAnsweringTask(Task):
     default_metric = "f1"
     default_format = "squad"  # SQuAD v1.1/v2.0 JSON, whatever the file is called
     selection_metrics = {"f1": True, "exact_match": True}
+    input_kinds = ("question_context",)
+    onnx_outputs = ("start_logits", "end_logits")
+    windows_long_inputs = True
+    peft_task_type = "QUESTION_ANS"
+
+    def input_fields(self) -> tuple[str, str | None]:
+        return "question", "context"  # the SQuAD field names, whatever the training file was
+
+    def format_prediction(self, prediction: Any, text: str) -> str:
+        """One line per answer (top_k > 1 gives a list): the answer, its span and score."""
+        answers = prediction if isinstance(prediction, list) else [prediction]
+        return "".join(f"{a['answer']!r}\t[{a['start']}:{a['end']}]\t{a['score']:.4f}\n" for a in answers)
+
+    def same_prediction(self, a: Any, b: Any) -> bool:
+        """The same answer span (the best one, for n-best lists); scores may differ slightly."""
+        a, b = (p[0] if isinstance(p, list) else p for p in (a, b))
+        return (a["start"], a["end"]) == (b["start"], b["end"])
 
     @property
     def auto_model_class(self) -> Any:

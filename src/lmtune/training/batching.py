@@ -1,4 +1,4 @@
-"""Batches: length-grouped global batches, sliced per process, and dynamic padding.
+"""Batches: length-grouped global batches, sliced per process (padding is the task's `collate`).
 
 Every process builds the same list of step batches (one per optimizer step) from (seed, epoch),
 splits each into accumulation micro-batches and takes its own slice of each, so N processes
@@ -8,12 +8,11 @@ That also makes the data position of a checkpoint just (epoch, steps done in it)
 
 from __future__ import annotations
 
+import math
 import random
-from typing import Any, Sequence
+from typing import Sequence
 
-import torch
-
-IGNORE_INDEX = -100  # label of positions that carry no loss (padding, non-first word pieces)
+from .hooks import BatchSource, Feature
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
@@ -47,54 +46,18 @@ def shard_micro(batch: list[int], parts: int) -> list[list[int]]:
     return [micro for micro in (shard(batch, rank, parts) for rank in range(parts)) if micro]
 
 
-def collate(features: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence in the batch (dynamic padding), right side."""
-    longest = max(len(f["input_ids"]) for f in features)
-    batch: dict[str, torch.Tensor] = {}
-    ids = torch.full((len(features), longest), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(features), longest), dtype=torch.long)
-    for row, feature in enumerate(features):
-        n = len(feature["input_ids"])
-        ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
-        mask[row, :n] = 1
-    batch["input_ids"], batch["attention_mask"] = ids, mask
-    if "segments" in features[0]:  # packed examples: each attends only to itself
-        batch["position_ids"], batch["attention_mask"] = packed_positions_and_mask(features, longest)
-    if "token_type_ids" in features[0]:
-        types = torch.zeros((len(features), longest), dtype=torch.long)
-        for row, feature in enumerate(features):
-            types[row, : len(feature["token_type_ids"])] = torch.tensor(feature["token_type_ids"])
-        batch["token_type_ids"] = types
-    if "labels" in features[0]:
-        labels = [f["labels"] for f in features]
-        first = labels[0]
-        if isinstance(first, list) and first and isinstance(first[0], int):
-            # Token labels: pad with -100, which the loss ignores.
-            padded = torch.full((len(labels), longest), IGNORE_INDEX, dtype=torch.long)
-            for row, values in enumerate(labels):
-                padded[row, : len(values)] = torch.tensor(values, dtype=torch.long)
-            batch["labels"] = padded
-        else:  # one class id per example, or a multi-hot float vector
-            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(first, list) else torch.long)
-    return batch
+class LengthGroupedBatches(BatchSource):
+    """The default batch source: the training features shuffled per epoch, in batches of
+    similar lengths (train.group_by_length), deterministic in (seed, epoch)."""
 
+    def __init__(self, features: Sequence[Feature], step_batch: int, seed: int, group_by_length: bool = True):
+        self.features, self.step_batch = features, step_batch
+        self.seed, self.group_by_length = seed, group_by_length
+        self.lengths = [len(f["input_ids"]) for f in features]
 
-def packed_positions_and_mask(features: Sequence[dict[str, Any]], longest: int
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Position ids restarting at each packed example, and a 4-D additive causal mask that is
-    block-diagonal over examples (0 where attention is allowed, the dtype minimum elsewhere)."""
-    segments = torch.zeros((len(features), longest), dtype=torch.long)  # 0: padding
-    for row, feature in enumerate(features):
-        segments[row, : len(feature["segments"])] = torch.tensor(feature["segments"])
-    positions = torch.zeros_like(segments)
-    for row, feature in enumerate(features):
-        start = 0
-        for length in feature["segment_lengths"]:
-            positions[row, start:start + length] = torch.arange(length)
-            start += length
-    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
-    causal = torch.ones(longest, longest, dtype=torch.bool).tril()
-    allowed = same & causal
-    allowed |= torch.eye(longest, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
-    mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    return positions, mask[:, None]
+    def step_batches(self, epoch: int) -> list[list[Feature]]:
+        batches = epoch_batches(self.lengths, self.step_batch, self.seed, epoch, self.group_by_length)
+        return [[self.features[i] for i in batch] for batch in batches]
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.features) / self.step_batch)

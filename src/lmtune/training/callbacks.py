@@ -1,7 +1,7 @@
-"""Loop observers: the JSONL log, the progress bar, and user hooks.
+"""The built-in callbacks: the JSONL log, the progress display and early stopping.
 
-Callbacks watch the loop and may ask it to stop (`loop_state["stop"] = True`); they never
-change how a step is computed, so the loop stays the one tested implementation.
+Each is a plain user of the loop's extension points (training/hooks.py), as a user's own
+callback would be.
 """
 
 from __future__ import annotations
@@ -12,15 +12,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .hooks import Callback, Control
 
-class Callback:
-    def on_train_begin(self, info: dict[str, Any]) -> None: ...
+__all__ = ["Callback", "Control", "EarlyStopping", "JsonlLog", "ProgressBar"]
 
-    def on_step(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None: ...
 
-    def on_evaluate(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None: ...
+class EarlyStopping(Callback):
+    """Stops training after `patience` evaluations without a new best (by
+    train.metric_for_best). It reads `evals_since_best` from the evaluation row, which the
+    loop keeps in its checkpointed state, so a resumed run stops where an uninterrupted one would."""
 
-    def on_train_end(self, info: dict[str, Any]) -> None: ...
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_evaluate(self, row: dict[str, Any], control: Control) -> None:
+        if self.patience and row["evals_since_best"] >= self.patience:
+            control.stop = True
+            row["early_stop"] = True
 
 
 class JsonlLog(Callback):
@@ -39,10 +47,10 @@ class JsonlLog(Callback):
         with open(self.path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
-    def on_step(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None:
+    def on_step(self, row: dict[str, Any], control: Control) -> None:
         self._write(row)
 
-    def on_evaluate(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None:
+    def on_evaluate(self, row: dict[str, Any], control: Control) -> None:
         self._write(row)
 
 
@@ -81,7 +89,7 @@ class ProgressBar(Callback):
         self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["step"],
                                            loss="-", speed="-")
 
-    def on_step(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None:
+    def on_step(self, row: dict[str, Any], control: Control) -> None:
         if self.plain:
             now, step = time.monotonic(), row["step"]
             if now - self.last_line >= self.interval_s or step >= self.total:
@@ -95,7 +103,7 @@ class ProgressBar(Callback):
         self.progress.update(self.task, completed=row["step"], loss=f"{row['loss']:.4f}",
                              speed=f"{row['samples_per_s']:.0f}")
 
-    def on_evaluate(self, row: dict[str, Any], loop_state: dict[str, Any]) -> None:
+    def on_evaluate(self, row: dict[str, Any], control: Control) -> None:
         value = row.get(self.metric)
         shown = f"{self.metric} {value:.4f}" if isinstance(value, float) else ""
         line = f"eval step {row['step']} epoch {row['epoch']:.2f}: loss {row['loss']:.4f} {shown}"

@@ -6,20 +6,30 @@ Weights are safetensors; optimizer/scheduler/RNG state load with torch.load(weig
 so nothing needs unpickling of arbitrary objects. Checkpoints hold only the weights that
 training changes (a LoRA checkpoint is its adapter and head, not the base model): frozen
 weights are the base model's, which resume loads again.
+
+With several processes only the main process writes checkpoints, and nodes need not share a
+filesystem: the load functions are collective (every process calls them), the main process
+reads the folder and broadcasts its bytes, and each process restores its own RNG state.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
+
+from .distributed import from_main, rank_and_world
+
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -85,9 +95,50 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load what save_weights stored; every stored tensor must find its place in the model."""
-    result = model.load_state_dict(load_file(str(path)), strict=False)
+    _load_tensors(model, load_file(str(path)), path)
+
+
+def _load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path | str) -> None:
+    result = model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys:
-        raise ValueError(f"{path}: weights the model does not have: {result.unexpected_keys[:5]}")
+        raise ValueError(f"{source}: weights the model does not have: {result.unexpected_keys[:5]}")
+
+
+def gather_rng_states() -> list[dict[str, Any]] | None:
+    """Every process's RNG state, in rank order, on the main process (None on the others).
+    Collective: call it on every process just before the main process saves, and pass the
+    result to save_checkpoint; dropout masks differ by rank, so each rank's state is kept."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return [rng_state()]
+    import torch.distributed as dist
+
+    states: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(rng_state(), states, dst=0)
+    return states
+
+
+def _own_rng_state(saved: dict[str, Any]) -> dict[str, Any]:
+    """This process's state from rng.pt. A checkpoint of one process (or of another process
+    count, which cannot continue exactly anyway) gives every process the main process's state."""
+    states = saved.get("ranks", [saved])
+    rank, world = rank_and_world()
+    return states[rank] if len(states) == world else states[0]
+
+
+def _read_files(folder: Path | None, required: Sequence[str],
+                optional: Sequence[str] = ()) -> dict[str, bytes]:
+    if folder is None or not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+    missing = [name for name in required if not (Path(folder) / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: incomplete checkpoint, missing {', '.join(missing)}")
+    return {name: (Path(folder) / name).read_bytes() for name in (*required, *optional)
+            if (Path(folder) / name).is_file()}
+
+
+def _torch_bytes(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def _commit(root: Path, name: str, pointer: str, write: Any, keep: int | None) -> Path:
@@ -121,32 +172,40 @@ def _prune(root: Path, keep: int | None) -> None:
 
 
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], extra: dict[str, Any] | None = None, keep: int = 1) -> Path:
+                    state: dict[str, Any], extra: dict[str, Any] | None = None, keep: int = 1,
+                    rng_states: list[dict[str, Any]] | None = None) -> Path:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, data position,
-    and the method's own training state (`extra`: AdaLoRA's importance statistics)."""
+    and the method's own training state (`extra`: AdaLoRA's importance statistics).
+    `rng_states`: every process's RNG state (gather_rng_states); without it, this process's."""
     def write(folder: Path) -> None:
         if extra:
             torch.save(extra, folder / "method.pt")
         save_weights(model, folder / "model.safetensors")
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-        torch.save(rng_state(), folder / "rng.pt")
+        torch.save({"ranks": rng_states or [rng_state()]}, folder / "rng.pt")
         (folder / "state.json").write_text(json.dumps(state, indent=1))
 
     return _commit(Path(root), f"step-{state['step']:07d}", "latest.txt", write, keep)
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    load_weights(model, folder / "model.safetensors")
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
-    return json.loads((folder / "state.json").read_text())
+def load_checkpoint(folder: Path | None, model: torch.nn.Module, optimizer: Any,
+                    scheduler: Any) -> dict[str, Any]:
+    """Restore what save_checkpoint wrote; returns the loop state. Collective with several
+    processes: the main process reads `folder` and broadcasts it, so another process's `folder`
+    may be None or absent from its node (nodes that share no filesystem)."""
+    files = from_main(lambda: _read_files(folder, CHECKPOINT_FILES))
+    _load_tensors(model, load_bytes(files["model.safetensors"]), folder or "checkpoint")
+    optimizer.load_state_dict(_torch_bytes(files["optimizer.pt"]))
+    scheduler.load_state_dict(_torch_bytes(files["scheduler.pt"]))
+    set_rng_state(_own_rng_state(_torch_bytes(files["rng.pt"])))
+    return json.loads(files["state.json"])
 
 
-def load_extra(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / "method.pt"
-    return torch.load(path, weights_only=True) if path.is_file() else {}
+def load_extra(folder: Path | None) -> dict[str, Any]:
+    """The method's own training state, {} if none was saved; collective like load_checkpoint."""
+    files = from_main(lambda: _read_files(folder, (), ("method.pt",)))
+    return _torch_bytes(files["method.pt"]) if "method.pt" in files else {}
 
 
 def save_best(root: Path, model: torch.nn.Module, step: int, metrics: dict[str, Any]) -> Path:

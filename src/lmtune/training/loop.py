@@ -1,30 +1,33 @@
 """The one training loop, shared by every task and method.
 
-It sees a Task (loss, metrics) and an already-prepared model; on Accelerate it handles the
-optimizer groups, schedule, accumulation, clipping, mixed precision, evaluation cadence, early
-stopping, atomic checkpoints with exact resume, and multi-process (DDP) training.
+It sees a Task (collate, loss, metrics), a Method (which parameters train, how logits line up,
+per-step bookkeeping) and the extension points of training/hooks.py; on Accelerate it handles
+the optimizer groups, schedule, accumulation, clipping, mixed precision, evaluation cadence,
+atomic checkpoints with exact resume, and multi-process (DDP) training. Anything else plugs in
+as a callback, a loss term or a batch source; nothing here knows a task or method by name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from ..config import Config
+from ..forward import batched_outputs, forward_logits
 from ..methods.base import Method
-from ..tasks.base import Encoded, Feature, Task
+from ..tasks.base import Encoded, Task
 from . import checkpoint as ckpt
-from .batching import collate, epoch_batches, shard, shard_micro
-from .callbacks import Callback
-from .distributed import decide_precision, make_accelerator, prepare
+from .batching import shard, shard_micro
+from .distributed import decide_precision, evaluate_sharded, make_accelerator, prepare
+from .hooks import BatchSource, Callback, Control, LossTerm, MicroBatch, planned_steps
+from .optim import make_optimizer, make_scheduler
 
 
 @dataclass
@@ -40,79 +43,267 @@ class TrainResult:
     final_loss: float
     precision: str
     precision_reason: str
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def default_learning_rate(hidden_size: int) -> float:
-    """Peak learning rate when none is given: small encoders want larger steps than wide ones
-    (measured on SST-2 with MiniLM-384: 1e-4 beats 5e-5 by 1.2 accuracy points at equal budget)."""
-    if hidden_size <= 512:
-        return 1e-4
-    return 5e-5 if hidden_size <= 1024 else 2e-5
+@dataclass
+class LoopState:
+    """Where training stands; saved with every checkpoint (state.json) for exact resume."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batches_done: int = 0  # step batches done in this epoch
+    best_metric: float | None = None
+    best_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    samples: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "LoopState":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: biases and LayerNorm weights (1-D) are not decayed."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+@dataclass
+class Window:
+    """Sums over the steps since the last logged row."""
+
+    loss: float = 0.0
+    examples: int = 0  # examples this process's loss covers
+    samples: int = 0  # examples over all processes
+    tokens: int = 0
+    grad_norm: float = float("nan")
+    start: float = field(default_factory=time.perf_counter)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    groups = optimizer_groups(model, cfg.train.weight_decay)
-    params = [p for g in groups for p in g["params"]]
-    # The fused kernel does the whole update in one pass (CPU and CUDA); fall back if it can't.
-    fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) and
-                p.device.type in ("cpu", "cuda") for p in params)
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.train.learning_rate, fused=fused)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.train.learning_rate)
+class Loop:
+    """One run's training: build with the model and data, then `run()`."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, source: BatchSource, eval_data: Encoded | None,
+                 cfg: Config, run_dir: Path, pad_id: int, method: Method | None = None,
+                 callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()):
+        self.tc, self.task, self.source, self.eval_data = cfg.train, task, source, eval_data
+        self.cfg, self.pad_id, self.method = cfg, pad_id, method or _NoMethod(cfg)
+        self.callbacks, self.loss_terms = list(callbacks), list(loss_terms)
+        self.precision = decide_precision(self.tc.mixed_precision)
+        self.accelerator = make_accelerator(self.precision.mode)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.device, self.main = self.accelerator.device, self.accelerator.is_main_process
+        self.ckpt_root = Path(run_dir) / "checkpoints"
+        self.total_steps = planned_steps(source, self.tc.epochs, self.tc.max_steps)
+        self.evaluating = eval_data is not None and self.tc.eval_strategy != "no"
+        self.state, self.control, self.window = LoopState(), Control(), Window()
+        self.last_loss = float("nan")
+        self.model = model.to(self.device)
+        self.optimizer = make_optimizer(self.model, self.tc)
+        self.scheduler = make_scheduler(self.optimizer, self.tc, self.total_steps)
+
+    # ---- the run ------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Continue from the latest checkpoint: weights, optimizer, schedule, RNG, data position,
+        and the method's and loss terms' own state."""
+        latest = ckpt.read_pointer(self.ckpt_root, "latest.txt")
+        if latest is None and self.main:
+            raise FileNotFoundError(f"{self.ckpt_root}: no checkpoint to resume from")
+        self.state = LoopState.from_dict(ckpt.load_checkpoint(latest, self.model, self.optimizer, self.scheduler))
+        extra = ckpt.load_extra(latest)
+        self.method.load_training_state(extra.get("method", {}))
+        for term, term_state in zip(self.loss_terms, extra.get("loss_terms", [])):
+            term.load_state_dict(term_state)
+
+    def run(self) -> TrainResult:
+        self.model, self.optimizer = prepare(self.accelerator, self.model, self.optimizer)
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_train_begin({"total_steps": self.total_steps, "step": self.state.step, "world": self.world})
+        self.window = Window()
+        while self.state.step < self.total_steps and not self.control.stop:
+            self._epoch()
+        if self.evaluating and not self._evaluated_last_step():
+            self.evaluate()  # the last step was not evaluated (max_steps mid-epoch, odd step counts)
+        elif not self.evaluating:
+            self.save()
+        best = self._load_best()
+        for cb in self.callbacks:
+            cb.on_train_end({"step": self.state.step, "stopped_early": self.control.stop})
+        return self._result(best)
+
+    def _epoch(self) -> None:
+        batches = self.source.step_batches(self.state.epoch)
+        while (self.state.batches_done < len(batches) and self.state.step < self.total_steps
+               and not self.control.stop):
+            self._optimizer_step(batches[self.state.batches_done])
+            self._after_step()
+        if self.state.batches_done >= len(batches):
+            self.state.epoch += 1
+            self.state.batches_done = 0
+            if self.evaluating and self.tc.eval_strategy == "epoch" and not self.control.stop:
+                self.evaluate()
+
+    # ---- one optimizer step -------------------------------------------------------------------
+    def _optimizer_step(self, step_batch: Sequence[dict[str, Any]]) -> None:
+        """One optimizer step over a step batch: accumulation micro-batches, each process its
+        own slice; the gradient equals that of one big batch."""
+        group = shard_micro(list(step_batch), min(self.tc.grad_accum, max(1, len(step_batch) // self.world)))
+        for micro, examples in enumerate(group):
+            self._micro_step(examples, len(step_batch), sync=micro == len(group) - 1)
+        limit = self.tc.max_grad_norm if self.tc.max_grad_norm > 0 else float("inf")  # inf: measure only
+        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), limit)
+        self.window.grad_norm = float("nan") if norm is None else float(norm)  # None under DeepSpeed
+        self.optimizer.step()
+        self.method.after_optimizer_step(self.state.step + 1)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.batches_done += 1
+
+    def _micro_step(self, examples: list[dict[str, Any]], step_examples: int, sync: bool) -> None:
+        local = shard(examples, self.rank, self.world)
+        # Per-example mean over the whole step batch, so the gradient matches one big batch (DDP
+        # averages over processes on top). A process left without examples (a last batch smaller
+        # than the process count) joins with a zero-weight one.
+        scale = len(local) * self.world / step_examples
+        if not local:
+            local, scale = examples[:1], 0.0
+        inputs = {k: v.to(self.device) for k, v in self.task.collate(local, self.pad_id).items()}
+        labels = inputs.pop("labels")
+        quiet_sync = not sync and self.world > 1
+        with self.accelerator.no_sync(self.model) if quiet_sync else contextlib.nullcontext():
+            logits = self._forward(inputs)
+            loss = self._loss(inputs, labels, logits) * scale
+            self.accelerator.backward(loss)
+        self.window.loss += float(loss.detach()) * step_examples / self.world  # = mean x len(local)
+        self.window.examples += len(local) if scale else 0
+        self.window.samples += len(examples)
+        self.window.tokens += sum(len(f["input_ids"]) for f in local) * self.world
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.accelerator.autocast():
+            return forward_logits(self.model, self.task, inputs, self.method)
+
+    def _loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The task's loss, then each loss term in turn."""
+        loss = self.task.loss(logits, labels)
+        if self.loss_terms:
+            batch = MicroBatch(self.accelerator.unwrap_model(self.model), inputs, labels, logits,
+                               self.state.step, self._forward, lambda out: self.task.loss(out, labels))
+            for term in self.loss_terms:
+                loss = term(loss, batch)
+        return loss
+
+    def _after_step(self) -> None:
+        step = self.state.step
+        if step % self.tc.logging_steps == 0 or step == self.total_steps:
+            self._log()
+        if self.evaluating and self.tc.eval_strategy == "steps" and step % self.tc.eval_steps == 0:
+            self.evaluate()
+        elif self.tc.save_steps and step % self.tc.save_steps == 0:
+            self.save()
+
+    def _log(self) -> None:
+        """A train row with the loss and speed since the last one, for every callback."""
+        window, elapsed = self.window, time.perf_counter() - self.window.start
+        totals = torch.tensor([window.loss, float(window.examples)], device=self.device)
+        if self.world > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        self.last_loss = float(totals[0] / totals[1].clamp(min=1))
+        self.state.seconds += elapsed
+        self.state.samples += window.samples
+        self.state.tokens += window.tokens
+        row = {"kind": "train", "step": self.state.step, "epoch": self._epoch_fraction(),
+               "loss": self.last_loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": window.grad_norm,
+               "samples_per_s": window.samples / elapsed, "tokens_per_s": window.tokens / elapsed}
+        self._notify("on_step", row)
+        self.window = Window()
+
+    # ---- evaluation and checkpoints -----------------------------------------------------------
+    def evaluate(self) -> None:
+        """Score the validation data, keep the best weights, tell the callbacks, checkpoint."""
+        metrics = self._metrics()
+        key, greater = self.task.selection(self.tc.metric_for_best, self.tc.greater_is_better)
+        state = self.state
+        improved = _is_better(metrics[key], metrics.get("loss"), state.best_metric, state.best_loss, greater)
+        if improved:
+            state.best_metric, state.best_loss, state.best_step = metrics[key], metrics.get("loss"), state.step
+            state.evals_since_best = 0
+            if self.main:
+                ckpt.save_best(self.ckpt_root, self.accelerator.unwrap_model(self.model), state.step, metrics)
+        else:
+            state.evals_since_best += 1
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        row = {"kind": "eval", "step": state.step, "epoch": self._epoch_fraction(), **scalars,
+               "best": improved, "evals_since_best": state.evals_since_best}
+        self._notify("on_evaluate", row)
+        self.save()
+
+    def _metrics(self) -> dict[str, Any]:
+        """The task's metrics on the validation data; each process evaluates its share and all
+        get the whole set's outputs back, so the metrics are those of one process."""
+        size, model = self.cfg.eval.batch_size, self.accelerator.unwrap_model(self.model)
+        outputs, loss_sum, counted = evaluate_sharded(
+            self.eval_data.features,
+            lambda part: batched_outputs(model, part, size, self.pad_id, self.device, self.task, self.method), size)
+        metrics = self.task.metrics(outputs, self.eval_data)
+        if counted:
+            metrics["loss"] = loss_sum / counted
+        return metrics
+
+    def save(self) -> None:
+        """A resume checkpoint (main process writes it; every process waits for it)."""
+        rng = ckpt.gather_rng_states()  # collective: dropout masks differ by process
+        if self.main:
+            extra = {"method": self.method.training_state(),
+                     "loss_terms": [term.state_dict() for term in self.loss_terms]}
+            folder = ckpt.save_checkpoint(self.ckpt_root, self.accelerator.unwrap_model(self.model),
+                                          self.optimizer, self.scheduler, dataclasses.asdict(self.state),
+                                          extra, keep=self.tc.save_total_limit, rng_states=rng)
+            for cb in self.callbacks:
+                cb.on_save(folder, self.control)
+        self.accelerator.wait_for_everyone()
+
+    def _notify(self, event: str, row: dict[str, Any]) -> None:
+        """Call every callback's `event`; with several processes, one that stops stops all."""
+        for cb in self.callbacks:
+            getattr(cb, event)(row, self.control)
+        if self.world > 1:
+            stop = torch.tensor([float(self.control.stop)], device=self.device)
+            self.control.stop = bool(self.accelerator.reduce(stop, reduction="sum").item() > 0)
+
+    def _load_best(self) -> dict[str, Any]:
+        """Put the best evaluated weights back in the model (main process, which writes the run)."""
+        self.accelerator.wait_for_everyone()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if not (self.evaluating and self.main and ckpt.load_best(self.ckpt_root, unwrapped)):
+            return {}
+        return json.loads((ckpt.read_pointer(self.ckpt_root, "best.txt") / "metrics.json").read_text())
+
+    def _evaluated_last_step(self) -> bool:
+        """Whether the final step already had its evaluation under the chosen cadence."""
+        if self.tc.eval_strategy == "steps":
+            return self.state.step % self.tc.eval_steps == 0
+        return self.state.batches_done == 0  # an epoch just ended (and was evaluated)
+
+    def _epoch_fraction(self) -> float:
+        return self.state.step / max(self.source.steps_per_epoch(), 1)
+
+    def _result(self, best: dict[str, Any]) -> TrainResult:
+        state, seconds = self.state, max(self.state.seconds, 1e-9)
+        return TrainResult(
+            step=state.step, epoch=self._epoch_fraction(), best_step=state.best_step, best_metrics=best,
+            stopped_early=self.control.stop, train_seconds=state.seconds,
+            samples_per_s=state.samples / seconds, tokens_per_s=state.tokens / seconds,
+            final_loss=self.last_loss, precision=self.precision.mode, precision_reason=self.precision.reason)
 
 
-def batched_logits(model: torch.nn.Module, features: Sequence[Feature], batch_size: int,
-                   pad_id: int, device: torch.device, task: Task) -> tuple[list[np.ndarray], float | None]:
-    """Forward `features` in length-sorted batches; logits come back in input order.
+class _NoMethod(Method):
+    """Stands in when the loop is used without a Method: full training, nothing extra."""
 
-    Always in the model's own dtype (float32), never under the training autocast: training-time
-    evaluation, `lmtune evaluate` and prediction then compute the same numbers.
-    With labels present, also returns the mean loss over all examples.
-    """
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    outputs: list[np.ndarray | None] = [None] * len(features)
-    loss_sum, counted = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch = collate([features[i] for i in index], pad_id)
-            labels = batch.pop("labels", None)
-            labels = labels.to(device) if labels is not None else None
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = forward_logits(model, task, batch)
-            if labels is not None:
-                loss_sum += float(task.loss(logits, labels)) * len(index)
-                counted += len(index)
-            kept = task.feature_outputs(logits, labels)
-            for i, row in zip(index, kept.float().cpu().numpy()):
-                # Per-token logits are cut back to the example's own length (no padding).
-                outputs[i] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row
-    model.train(was_training)
-    return outputs, (loss_sum / counted if counted else None)
+    name = "none"
 
-
-def evaluate_encoded(model: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int,
-                     pad_id: int, device: torch.device) -> dict[str, Any]:
-    """The task's metrics (and mean loss) for labeled, encoded data."""
-    logits, loss = batched_logits(model, encoded.features, batch_size, pad_id, device, task)
-    metrics = task.metrics(logits, encoded)
-    if loss is not None:
-        metrics["loss"] = loss
-    return metrics
+    def prepare(self, model: Any, new_weights: Any = (), total_steps: int = 0, **kwargs: Any) -> Any:
+        return model
 
 
 def _is_better(value: float, loss: float | None, best: float | None, best_loss: float | None,
@@ -125,185 +316,11 @@ def _is_better(value: float, loss: float | None, best: float | None, best_loss: 
     return loss is not None and best_loss is not None and loss < best_loss
 
 
-def planned_steps(num_features: int, cfg: Config, world: int = 1) -> int:
-    """Optimizer steps a run will take (train.max_steps, else epochs x steps per epoch)."""
-    tc = cfg.train
-    return tc.max_steps or math.ceil(tc.epochs * math.ceil(num_features / (tc.batch_size * world * tc.grad_accum)))
-
-
-def forward_logits(model: torch.nn.Module, task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The task's logits for a batch. Prompt-tuning methods prepend virtual tokens; per-token
-    logits drop those positions so they line up with the input again."""
-    logits = task.model_logits(model(**batch))
-    extra = logits.shape[1] - batch["input_ids"].shape[1] if logits.dim() > 2 else 0
-    return logits[:, extra:] if extra > 0 else logits
-
-
-def train(model: torch.nn.Module, task: Task, train_features: Sequence[Feature],
-          eval_data: Encoded | None, cfg: Config, run_dir: Path, pad_id: int,
-          resume: bool = False, callbacks: Sequence[Callback] = (),
-          method: Method | None = None) -> TrainResult:
-    """Train `model` on `train_features`; keep the best weights (by cfg.train.metric_for_best)."""
-    tc = cfg.train
-    precision = decide_precision(tc.mixed_precision)
-    accelerator = make_accelerator(precision.mode)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    device = accelerator.device
-    ckpt_root = Path(run_dir) / "checkpoints"
-
-    lengths = [len(f["input_ids"]) for f in train_features]
-    # One optimizer step = one "step batch" of batch_size x processes x accumulation examples;
-    # the data order depends only on that size, so accumulation and DDP match one big batch.
-    step_batch = tc.batch_size * world * tc.grad_accum
-    steps_per_epoch = math.ceil(len(train_features) / step_batch)
-    total_steps = planned_steps(len(train_features), cfg, world)
-    evaluate_now = eval_data is not None and tc.eval_strategy != "no"
-
-    model.to(device)
-    optimizer = make_optimizer(model, cfg)
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler("constant_with_warmup" if tc.scheduler == "constant" else tc.scheduler,
-                              optimizer, num_warmup_steps=int(tc.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batches_done": 0, "best_metric": None,
-                             "best_loss": None, "best_step": None, "bad_evals": 0, "samples": 0, "tokens": 0,
-                             "seconds": 0.0}
+def train(model: torch.nn.Module, task: Task, source: BatchSource, eval_data: Encoded | None, cfg: Config,
+          run_dir: Path, pad_id: int, resume: bool = False, method: Method | None = None,
+          callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> TrainResult:
+    """Train `model` on the batches of `source`; keep the best weights (by train.metric_for_best)."""
+    loop = Loop(model, task, source, eval_data, cfg, run_dir, pad_id, method, callbacks, loss_terms)
     if resume:
-        latest = ckpt.read_pointer(ckpt_root, "latest.txt")
-        if latest is None:
-            raise FileNotFoundError(f"{ckpt_root}: no checkpoint to resume from")
-        state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
-        if method is not None:
-            method.load_training_state(ckpt.load_extra(latest))
-    model, optimizer = prepare(accelerator, model, optimizer)
-    model.train()
-    autocast = accelerator.autocast
-    main = accelerator.is_main_process
-    loop_state = {"stop": False}
-    for cb in callbacks:
-        cb.on_train_begin({"total_steps": total_steps, "step": state["step"], "world": world})
-
-    def run_eval() -> None:
-        metrics = evaluate_encoded(accelerator.unwrap_model(model), task, eval_data,
-                                   cfg.eval.batch_size, pad_id, device)
-        scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        row = {"kind": "eval", "step": state["step"], "epoch": state["step"] / steps_per_epoch, **scalar}
-        key, greater = task.selection(tc.metric_for_best, tc.greater_is_better)
-        if _is_better(metrics[key], metrics.get("loss"), state["best_metric"], state.get("best_loss"),
-                      greater):
-            state.update(best_metric=metrics[key], best_loss=metrics.get("loss"),
-                         best_step=state["step"], bad_evals=0)
-            if main:
-                ckpt.save_best(ckpt_root, accelerator.unwrap_model(model), state["step"], metrics)
-        else:
-            state["bad_evals"] += 1
-            if tc.early_stopping_patience and state["bad_evals"] >= tc.early_stopping_patience:
-                loop_state["stop"] = True
-                row["early_stop"] = True
-        for cb in callbacks:
-            cb.on_evaluate(row, loop_state)
-        save()
-
-    def save() -> None:
-        if main:
-            ckpt.save_checkpoint(ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, state,
-                                 method.training_state() if method is not None else None,
-                                 keep=tc.save_total_limit)
-        accelerator.wait_for_everyone()
-
-    window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-    window_samples = window_tokens = 0
-    last_loss = float("nan")
-    while state["step"] < total_steps and not loop_state["stop"]:
-        batches = epoch_batches(lengths, step_batch, tc.seed, state["epoch"], tc.group_by_length)
-        position = state["batches_done"]
-        while position < len(batches) and state["step"] < total_steps and not loop_state["stop"]:
-            step_examples = batches[position]
-            group_examples = len(step_examples)
-            group = shard_micro(step_examples, min(tc.grad_accum, max(1, group_examples // world)))
-            for micro, global_indices in enumerate(group):
-                local = shard(global_indices, rank, world)
-                # Per-example mean over the whole step batch, so the gradient matches one big
-                # batch (DDP averages over processes on top). A process left without examples
-                # (a last batch smaller than the process count) joins with a zero-weight one.
-                scale = len(local) * world / group_examples
-                if not local:
-                    local, scale = global_indices[:1], 0.0
-                batch = collate([train_features[i] for i in local], pad_id)
-                labels = batch.pop("labels").to(device)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                sync = micro == len(group) - 1
-                context = accelerator.no_sync(model) if (not sync and world > 1) else contextlib.nullcontext()
-                with context:
-                    with autocast():
-                        logits = forward_logits(model, task, batch)
-                    loss = task.loss(logits, labels) * scale
-                    accelerator.backward(loss)
-                window_loss += float(loss.detach()) * group_examples / world  # = mean * len(local)
-                window_count += len(local) if scale else 0
-                window_samples += len(global_indices)
-                window_tokens += sum(len(train_features[i]["input_ids"]) for i in local) * world
-            if tc.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            optimizer.step()
-            if method is not None:
-                method.after_optimizer_step(state["step"] + 1)
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            position += 1
-            state["step"] += 1
-            state["batches_done"] = position
-            if state["step"] % tc.logging_steps == 0 or state["step"] == total_steps:
-                elapsed = time.perf_counter() - window_start
-                totals = torch.tensor([window_loss, float(window_count)], device=device)
-                if world > 1:
-                    totals = accelerator.reduce(totals, reduction="sum")
-                last_loss = float(totals[0] / totals[1].clamp(min=1))
-                state["seconds"] += elapsed
-                state["samples"] += window_samples
-                state["tokens"] += window_tokens
-                row = {"kind": "train", "step": state["step"],
-                       "epoch": state["step"] / steps_per_epoch, "loss": last_loss,
-                       "lr": scheduler.get_last_lr()[0],
-                       "samples_per_s": window_samples / elapsed, "tokens_per_s": window_tokens / elapsed}
-                for cb in callbacks:
-                    cb.on_step(row, loop_state)
-                window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-                window_samples = window_tokens = 0
-            if evaluate_now and tc.eval_strategy == "steps" and state["step"] % tc.eval_steps == 0:
-                run_eval()
-            elif tc.save_steps and state["step"] % tc.save_steps == 0:
-                save()
-        if position >= len(batches):
-            state["epoch"] += 1
-            state["batches_done"] = 0
-            if evaluate_now and tc.eval_strategy == "epoch" and not loop_state["stop"]:
-                run_eval()
-    if evaluate_now and not _evaluated_at(state, tc):
-        run_eval()  # the last step was not evaluated (max_steps mid-epoch, or odd step counts)
-    elif not evaluate_now:
-        save()
-    unwrapped = accelerator.unwrap_model(model)
-    accelerator.wait_for_everyone()
-    best_metrics: dict[str, Any] = {}
-    if evaluate_now and ckpt.load_best(ckpt_root, unwrapped):
-        best_folder = ckpt.read_pointer(ckpt_root, "best.txt")
-        best_metrics = json.loads((best_folder / "metrics.json").read_text())
-    for cb in callbacks:
-        cb.on_train_end({"step": state["step"]})
-    seconds = max(state["seconds"], 1e-9)
-    return TrainResult(
-        step=state["step"], epoch=state["step"] / steps_per_epoch, best_step=state["best_step"],
-        best_metrics=best_metrics, stopped_early=loop_state["stop"], train_seconds=state["seconds"],
-        samples_per_s=state["samples"] / seconds, tokens_per_s=state["tokens"] / seconds,
-        final_loss=last_loss, precision=precision.mode, precision_reason=precision.reason,
-    )
-
-
-def _evaluated_at(state: dict[str, Any], tc: Any) -> bool:
-    """Whether the final step already had its evaluation under the chosen cadence."""
-    if tc.eval_strategy == "steps":
-        return state["step"] % tc.eval_steps == 0
-    return state["batches_done"] == 0  # an epoch just ended (and was evaluated)
-
+        loop.restore()
+    return loop.run()
