@@ -24,6 +24,16 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FI
          "london", "rome", "visited", "met", "in", "with", "today", "#", "##s"]
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a process group's rendezvous (parallel runs of
+    the multi-process tests must not share accelerate's default port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def make_tiny_model(folder: Path, layers: int = 2) -> Path:
     """A 2-layer BERT with a word-level vocabulary; weights random but seeded."""
     import torch

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmtune.pipeline import finetune
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,7 @@ def test_two_processes_match_one(method, no_dropout_model, toy_data, tmp_path):
     """))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--main_process_port", str(free_port()),
                              "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from lmtune.training.distributed import evaluate_sharded, evaluation_shard, reassemble
+from conftest import free_port
 
 
 def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -169,6 +170,7 @@ def two_processes(tiny_model, toy_data, tmp_path_factory) -> list[dict]:
     assert launcher, "accelerate's launcher is installed with lmtune"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--main_process_port", str(free_port()),
                              "--mixed_precision", "no", "--dynamo_backend", "no", str(out / "worker.py"),
                              str(tiny_model), str(toy_data["train"]), str(toy_data["validation"]), str(out)],
                             env=env, capture_output=True, text=True, timeout=600)

@@ -136,3 +136,20 @@ def test_every_registered_task_and_method_name_is_looked_for():
     from lmtune.tasks import TASKS, UNTRAINED_TASKS
 
     assert set(TASKS) | set(UNTRAINED_TASKS) | (set(METHODS) - {"full"}) <= NAMES
+
+
+def test_training_names_no_task_or_method_and_reads_at_a_glance():
+    """training/ is shared by every task and method: it never names one (not even in a comment),
+    and no function there is longer than a screen (~60 lines)."""
+    words = re.compile(r"\b(" + "|".join(sorted(NAMES - {"prompt"})) + r"|prompt tuning|packing|virtual)\b",
+                       re.IGNORECASE)
+    found = []
+    for path in sorted((PACKAGE / "training").glob("*.py")):
+        source = path.read_text()
+        for number, line in enumerate(source.splitlines(), start=1):
+            if words.search(line):
+                found.append(f"{path.name}:{number}: {line.strip()}")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                found.append(f"{path.name}:{node.lineno}: {node.name} has {node.end_lineno - node.lineno + 1} lines")
+    assert not found, "\n".join(found)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from safetensors.torch import load_file
 
 from lmtune.pipeline import finetune
 from lmtune.training.checkpoint import read_pointer
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +42,6 @@ class SlowDown(Callback):  # gives the test time to kill a node mid-run
 
 finetune('cfg.yaml', callbacks=[SlowDown()], quiet=True)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _make_nodes(root: Path, model: Path, data: dict) -> list[Path]:
@@ -72,7 +65,7 @@ def _launch(nodes: list[Path], script: str, logs: Path) -> list[subprocess.Popen
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert launcher, "accelerate's launcher is installed with lmtune"
     logs.mkdir(parents=True, exist_ok=True)
-    port, procs = _free_port(), []
+    port, procs = free_port(), []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for rank, node in enumerate(nodes):
         (node / "worker.py").write_text(script)

@@ -158,27 +158,74 @@ class Plugins:
 
 def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
               plugins: Plugins, quiet: bool, created: list[RunFolder]) -> RunFolder:
-    import torch
     from accelerate.utils import set_seed
 
-    if isinstance(cfg, dict):
-        cfg = Config.from_dict(cfg)
-    elif isinstance(cfg, (str, Path)):
-        cfg = Config.from_yaml(cfg)
+    from .training.distributed import process_state
+
+    run, resume_step = None, None
     if resume is not None:
         run, cfg, resume_step = _open_resume(Path(resume))  # before any loading
+    cfg = _settle_config(_as_config(cfg))
+    task, method = get_task(cfg), get_method(cfg)
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(model_path)
+    if cfg.train.learning_rate is None:
+        cfg.train.learning_rate = method.learning_rate or default_learning_rate(model_path)
+    cfg.train.metric_for_best, cfg.train.greater_is_better = task.selection(
+        cfg.train.metric_for_best, cfg.train.greater_is_better)
+    splits, report, encoded = _training_data(cfg, task, tokenizer, quiet)
+    state = process_state()
+    run = run or _create_run(cfg, created)
+    quiet = quiet or not state.is_main_process
+    set_seed(cfg.train.seed)
+    model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
+    source = plugins.batch_source or _default_batches(cfg, encoded["train"].features, state.num_processes)
+    from .training.hooks import planned_steps
+    from .training.loop import train
+
+    tc = cfg.train
+    model = method.prepare(model, new_weights=new_weights, total_steps=planned_steps(source, tc.epochs, tc.max_steps),
+                           peft_task_type=task.peft_task_type)
+    trainable, total = count_parameters(model)
+    _say(f"lmtune: {cfg.task} / {cfg.method.name} on {cfg.model.name}: {trainable:,} of {total:,} "
+         f"parameters trainable ({100 * trainable / total:.2f}%); {len(splits['train'].records):,} training "
+         f"examples ({len(encoded['train'].features):,} model inputs)", quiet)
+    callbacks = _callbacks(cfg, run, plugins, resume_step, state.is_main_process, quiet)
+    result = train(model, task, source, encoded.get("validation"), cfg, run.root, tokenizer.pad_token_id or 0,
+                   resume=resume is not None, method=method, callbacks=callbacks, loss_terms=plugins.loss_terms)
+    if state.is_main_process:
+        metrics = _run_metrics(cfg, result, report, trainable, total, state.num_processes)
+        _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
+        if not cfg.train.keep_checkpoints:
+            run.drop_checkpoints()  # model/ is the result; checkpoints only served resume
+    state.wait_for_everyone()
+    return run
+
+
+def _as_config(cfg: Config | dict | str | Path | None) -> Config:
+    if isinstance(cfg, dict):
+        return Config.from_dict(cfg)
+    if isinstance(cfg, (str, Path)):
+        return Config.from_yaml(cfg)
+    if cfg is None:
+        raise ConfigError("no config: pass a Config, a dict of groups or a YAML path (or resume=RUN)")
+    return cfg
+
+
+def _settle_config(cfg: Config) -> Config:
+    """Check the config and apply its process-wide settings, before anything is loaded."""
+    import torch
+
     validate(cfg)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     quiet_transformers()
-    model_path = resolve_model(cfg.model.name)
-    tokenizer = load_tokenizer(model_path)
-    method = get_method(cfg)
-    if cfg.train.learning_rate is None:
-        cfg.train.learning_rate = method.learning_rate or default_learning_rate(model_path)
-    task = get_task(cfg)
-    cfg.train.metric_for_best, cfg.train.greater_is_better = task.selection(
-        cfg.train.metric_for_best, cfg.train.greater_is_better)
+    return cfg
+
+
+def _training_data(cfg: Config, task: Task, tokenizer: Any, quiet: bool
+                   ) -> tuple[dict[str, Dataset], dict[str, Any], dict[str, Any]]:
+    """Read, check and encode every split; say what was assumed, skipped or cut."""
     splits, report, issues = prepare_data(cfg, task)
     say_notes(splits.values(), quiet)
     for name, ds in splits.items():  # before training, not as numpy's error after an epoch
@@ -191,51 +238,49 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     for name, row in report.items():
         if row["rows_skipped"]:
             _say(f"[yellow]{name}: skipped {row['rows_skipped']} row(s) with errors[/] ({row['file']})", quiet)
+    return splits, report, encode_splits(cfg, task, tokenizer, splits, report, quiet)
 
-    encoded = encode_splits(cfg, task, tokenizer, splits, report, quiet)
 
-    from .training.distributed import from_main, process_state
+def _create_run(cfg: Config, created: list[RunFolder]) -> RunFolder:
+    """The global main process alone creates and writes the run folder (other nodes may not
+    share its filesystem); the others learn its name, or its error, from it."""
+    from .training.distributed import from_main
 
-    state = process_state()
-    if resume is None:
-        # The global main process alone creates and writes the run folder (other nodes may not
-        # share its filesystem); the others learn its name, or its error, from it.
-        def create() -> str:
-            created.append(new_run(cfg))
-            _absolute_paths(cfg).save(created[-1].config)
-            return cfg.train.run_name
+    def create() -> str:
+        created.append(new_run(cfg))
+        _absolute_paths(cfg).save(created[-1].config)
+        return cfg.train.run_name
 
-        cfg.train.run_name = from_main(create)
-        run = RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
-    quiet = quiet or not state.is_main_process
-    set_seed(cfg.train.seed)
-    model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
+    cfg.train.run_name = from_main(create)
+    return RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
+
+
+def _default_batches(cfg: Config, features: Sequence[Any], processes: int) -> BatchSource:
+    """Shuffled, length-grouped step batches of batch_size x processes x accumulation examples."""
     from .training.batching import LengthGroupedBatches
-    from .training.hooks import planned_steps
-    from .training.loop import train
 
     tc = cfg.train
-    source = plugins.batch_source or LengthGroupedBatches(
-        encoded["train"].features, tc.batch_size * state.num_processes * tc.grad_accum, tc.seed, tc.group_by_length)
-    model = method.prepare(model, new_weights=new_weights, total_steps=planned_steps(source, tc.epochs, tc.max_steps),
-                           peft_task_type=task.peft_task_type)
-    trainable, total = count_parameters(model)
-    _say(f"lmtune: {cfg.task} / {cfg.method.name} on {cfg.model.name}: {trainable:,} of {total:,} "
-         f"parameters trainable ({100 * trainable / total:.2f}%); "
-         f"{len(splits['train'].records):,} training examples "
-         f"({len(encoded['train'].features):,} model inputs)", quiet)
+    return LengthGroupedBatches(features, tc.batch_size * processes * tc.grad_accum, tc.seed, tc.group_by_length)
 
-    # Early stopping first (it marks the evaluation row), then the log, then the caller's own.
-    cbs: list[Callback] = [EarlyStopping(tc.early_stopping_patience)] if tc.early_stopping_patience else []
-    if state.is_main_process:
-        cbs.append(JsonlLog(run.log, resume_step=resume_step if resume is not None else None))
-    cbs += plugins.callbacks
+
+def _callbacks(cfg: Config, run: RunFolder, plugins: Plugins, resume_step: int | None, main: bool,
+               quiet: bool) -> list[Callback]:
+    """Early stopping first (it marks the evaluation row), then the log, then the caller's own,
+    then the progress display."""
+    tc = cfg.train
+    callbacks: list[Callback] = [EarlyStopping(tc.early_stopping_patience)] if tc.early_stopping_patience else []
+    if main:
+        callbacks.append(JsonlLog(run.log, resume_step=resume_step))
+    callbacks += plugins.callbacks
     if tc.progress and not quiet:
-        cbs.append(ProgressBar(tc.metric_for_best))
-    result = train(model, task, source, encoded.get("validation"), cfg, run.root, tokenizer.pad_token_id or 0,
-                   resume=resume is not None, method=method, callbacks=cbs, loss_terms=plugins.loss_terms)
+        callbacks.append(ProgressBar(tc.metric_for_best))
+    return callbacks
 
-    metrics: dict[str, Any] = {
+
+def _run_metrics(cfg: Config, result: Any, report: dict[str, Any], trainable: int, total: int,
+                 processes: int) -> dict[str, Any]:
+    """metrics.json before evaluation results are added: what ran, how long, in what precision."""
+    return {
         "task": cfg.task, "method": cfg.method.name, "model": cfg.model.name,
         "parameters": {"trainable": trainable, "total": total},
         "training": {"steps": result.step, "epochs": round(result.epoch, 3),
@@ -245,15 +290,9 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
                      "tokens_per_s": round(result.tokens_per_s, 1),
                      "final_train_loss": result.final_loss, "precision": result.precision,
                      "precision_reason": result.precision_reason,
-                     "evaluation_precision": EVAL_PRECISION, "processes": state.num_processes},
+                     "evaluation_precision": EVAL_PRECISION, "processes": processes},
         "data": report,
     }
-    if state.is_main_process:
-        _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
-        if not cfg.train.keep_checkpoints:
-            run.drop_checkpoints()  # model/ is the result; checkpoints only served resume
-    state.wait_for_everyone()
-    return run
 
 
 def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,

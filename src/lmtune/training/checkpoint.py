@@ -4,7 +4,7 @@ A checkpoint is a folder written under a temporary name, fsynced, renamed into p
 then named by a pointer file (`latest.txt`, `best.txt`) that is itself replaced atomically.
 Weights are safetensors; optimizer/scheduler/RNG state load with torch.load(weights_only=True),
 so nothing needs unpickling of arbitrary objects. Checkpoints hold only the weights that
-training changes (a LoRA checkpoint is its adapter and head, not the base model): frozen
+training changes (an adapter checkpoint holds the adapter and head, not the base model): frozen
 weights are the base model's, which resume loads again.
 
 With several processes only the main process writes checkpoints, and nodes need not share a
@@ -175,7 +175,7 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: Any, schedule
                     state: dict[str, Any], extra: dict[str, Any] | None = None, keep: int = 1,
                     rng_states: list[dict[str, Any]] | None = None) -> Path:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, data position,
-    and the method's own training state (`extra`: AdaLoRA's importance statistics).
+    and the method's and loss terms' own state (`extra`).
     `rng_states`: every process's RNG state (gather_rng_states); without it, this process's."""
     def write(folder: Path) -> None:
         if extra:
