@@ -1,4 +1,5 @@
-"""The `lmtune` command: train, evaluate, predict, generate, export, serve, data check.
+"""The `lmtune` command: train, evaluate, predict, generate, export, serve, data check, runs,
+search.
 
 Flags and the YAML config are the same schema: any field is `--group.field value`
 (e.g. `--train.epochs 2`), and the common data/model flags have short forms.
@@ -92,8 +93,11 @@ def _add_group_flags(parser: argparse.ArgumentParser, name: str, short: dict[str
 
 def _normalized(argv: Sequence[str]) -> list[str]:
     """`--group.field_name` and `--group.field-name` are the same flag: argparse knows the dashed one."""
-    out = []
+    out: list[str] = []
     for token in argv:
+        if out and out[-1] == "--sort" and token.startswith("-") and not token.startswith("--"):
+            out[-1] = f"--sort={token}"  # `--sort -accuracy` (descending), not an unknown option
+            continue
         if token.startswith("--") and "." in token.split("=", 1)[0]:
             key, sep, value = token.partition("=")
             token = key.replace("_", "-") + sep + value
@@ -397,6 +401,15 @@ def cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Hyperparameter search: the base config (--config and any --group.field) trained over the
+    space (--space), each trial a run folder under <output_dir>/<study>/."""
+    from .experiments.search import search
+
+    search(build_config(args, extra), config_name=getattr(args, "config", None))
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Print every data problem with file:line:field, counts, and token length statistics."""
     from .models import load_tokenizer, quiet_transformers, resolve_model
@@ -436,6 +449,33 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     errors = sum(1 for i in issues if i.level == "error")
     print(f"\n{errors} error(s), {len(issues) - errors} warning(s)")
     return 1 if errors else 0
+
+
+def cmd_runs(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """List the runs under a folder (sorted, filtered, as JSON lines), or compare a few."""
+    from .experiments import runs as view
+
+    if args.compare:
+        if args.sort or args.filter:
+            raise ConfigError("--compare shows the runs it names; --sort and --filter apply to the listing")
+        result = view.compare_runs(args.dir, args.compare)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            view.print_comparison(result)
+        return 0
+    runs = view.filter_runs(view.list_runs(args.dir), args.filter)
+    if args.sort:
+        runs = view.sort_runs(runs, args.sort)
+    if not runs:
+        print(f"no run under {args.dir} matches {' and '.join(args.filter)}", file=sys.stderr)
+    elif args.json:
+        keys = view.differing_keys(runs)
+        for run in runs:
+            print(json.dumps({**run.to_json(), "hyperparameters": {k: run.config.get(k) for k in keys}}))
+    else:
+        view.print_runs(runs)
+    return 0
 
 
 def cmd_config(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -523,6 +563,38 @@ def make_parser() -> argparse.ArgumentParser:
                                       "backend": ["pytorch", "onnx"], "quantized": "true"})
     serve.set_defaults(func=cmd_serve)
 
+    search = sub.add_parser("search", allow_abbrev=False, help="hyperparameter search: many runs over a search space",
+                            usage="%(prog)s --config BASE.yaml --space SPACE.yaml [--trials N] [--workers N] ... "
+                                  "[--group.field VALUE ...]",
+                            description="Train the base config (--config, with any --group.field flags) over the "
+                                        "search space (--space: config keys with {low, high[, log, step]} ranges or "
+                                        "lists of choices); every trial is a run folder under "
+                                        "<output_dir>/<study>/trial-NNN. The study is stored (SQLite beside the "
+                                        "trials by default): the same command again resumes it or joins it.")
+    _add_group_flags(search, "search", {"space": None, "trials": None, "timeout": None, "workers": None,
+                                        "backend": ["optuna", "ray"], "sampler": ["tpe", "random", "grid"],
+                                        "pruner": ["median", "hyperband", "none"], "storage": None,
+                                        "study_name": None})
+    _add_config_fields(search, groups=[name for name, _, _ in describe() if name not in ("", "search", "serve",
+                                                                                        "export")])
+    search.set_defaults(func=cmd_search)
+
+    runs = sub.add_parser("runs", allow_abbrev=False, help="list the runs under a folder, or compare runs",
+                          epilog="Keys (--sort, --filter) are columns (name, task, method, model, status, "
+                                 "metric, time), metrics (accuracy, test.f1, ...) or config keys "
+                                 "(train.learning_rate, method.name, ...).")
+    runs.add_argument("dir", nargs="?", default="runs",
+                      help="folder of run folders, searched at any depth (default: runs)")
+    runs.add_argument("--sort", metavar="KEY", help="sort by KEY; -KEY for descending (e.g. -accuracy)")
+    runs.add_argument("--filter", metavar="EXPR", action="append", default=[],
+                      help="keep runs where EXPR holds: KEY=VALUE, != > >= < <=, or KEY~TEXT "
+                           "(e.g. status=finished, method.name=lora, accuracy>0.9); repeatable")
+    runs.add_argument("--json", action="store_true", help="one JSON object per run")
+    runs.add_argument("--compare", nargs="+", metavar="RUN",
+                      help="runs (names as listed, or folders) side by side: config differences, metric "
+                           "deltas against the first, per class")
+    runs.set_defaults(func=cmd_runs)
+
     data = sub.add_parser("data", help="data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", allow_abbrev=False, help="list data problems before training",
@@ -560,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if extra:
-            raise _unknown(extra, args.command_parser, args.func in (cmd_train, cmd_data_check, cmd_config))
+            raise _unknown(extra, args.command_parser,
+                           args.func in (cmd_train, cmd_data_check, cmd_config, cmd_search))
         return args.func(args, extra)
     except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"lmtune: error: {exc}", file=sys.stderr)

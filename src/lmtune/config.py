@@ -1,7 +1,7 @@
 """One typed config: the YAML file, the CLI flags and the Python API all fill the same dataclasses.
 
 Groups: model, data, method (with lora, ia3, prompt settings), train, eval, generation, serve,
-export. A YAML file mirrors the groups; CLI overrides are
+export, search. A YAML file mirrors the groups; CLI overrides are
 `--group.field value` (dashes or underscores), plus a few shorthands for the common data flags.
 Every field carries a one-line description (`option(default, help)`): `lmtune train --help` and
 `lmtune config` show them, so the schema is the one place a field is documented.
@@ -124,6 +124,9 @@ class TrainConfig:
     run_name: Optional[str] = option(None, "the run folder's name; none: task-model-date-time")
     overwrite: bool = option(False, "replace an existing run folder of the same name")
     progress: bool = option(True, "show training progress (a bar on a terminal, else a line every 30 s)")
+    report_to: str = option("none", "experiment trackers, a comma list: tensorboard, mlflow | none")
+    tracking_uri: Optional[str] = option(None, "mlflow: server or database URI; none: $MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///<output_dir>/mlflow.db")
 
 
 @dataclass
@@ -171,6 +174,28 @@ class ExportConfig:
 
 
 @dataclass
+class SearchConfig:
+    """`lmtune search` (and `lmtune.experiments.search.search`): many runs over a search space."""
+    space: Optional[str] = option(None, "YAML file: config keys to search, each a {low, high[, log, step]} "
+                                        "range or a list of choices")
+    trials: int = option(20, "finished trials (complete + pruned) the study ends with, counting those "
+                             "a resumed study already has")
+    timeout: Optional[str] = option(None, "stop starting trials after this long: 3600, 90s, 30m, 1h "
+                                          "(none: no limit)")
+    workers: int = option(1, "trials at once: processes sharing the storage (optuna) or concurrent "
+                             "Ray trials (ray)")
+    backend: str = option("optuna", "optuna (processes on this machine) | ray (trials on a Ray cluster)")
+    sampler: str = option("tpe", "tpe | random | grid (grid: every combination of the listed values)")
+    pruner: str = option("median", "median | hyperband | none: stop trials whose evaluations trail the others'")
+    startup_trials: int = option(5, "median pruner: trials that finish before any is pruned")
+    seed: Optional[int] = option(None, "sampler seed; none: train.seed")
+    storage: Optional[str] = option(None, "SQLAlchemy URL of the study database; none: "
+                                          "sqlite:///<output_dir>/<study>/study.db")
+    study_name: Optional[str] = option(None, "the study, and its folder under train.output_dir; none: "
+                                             "search-<config file name>")
+
+
+@dataclass
 class Config:
     task: str = option("classification", "classification | ner | qa | generation")
     model: ModelConfig = group(ModelConfig, "the base model")
@@ -184,6 +209,7 @@ class Config:
     generation: GenerationSettings = group(GenerationSettings, "text generation, for the generation task")
     serve: ServeConfig = group(ServeConfig, "the HTTP server (lmtune serve)")
     export: ExportConfig = group(ExportConfig, "exporting a run (lmtune export)")
+    search: SearchConfig = group(SearchConfig, "hyperparameter search (lmtune search)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -387,6 +413,9 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("serve.max_inputs", lambda v: v >= 1, ">= 1"),
     ("serve.max_chars", lambda v: v >= 1, ">= 1"),
     ("export.sample", lambda v: v >= 1, ">= 1"),
+    ("search.trials", lambda v: v >= 1, ">= 1"),
+    ("search.workers", lambda v: v >= 1, ">= 1"),
+    ("search.startup_trials", lambda v: v >= 0, ">= 0"),
 ]
 # Fields with a fixed set of values, for the groups a command uses without training (serve,
 # export); `validate` checks the training groups' own.
@@ -394,7 +423,33 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "serve.backend": ("pytorch", "onnx"),
     "export.format": (None, "onnx"),
     "export.quantize": (None, "int8"),
+    "search.backend": ("optuna", "ray"),
+    "search.sampler": ("tpe", "random", "grid"),
+    "search.pruner": ("median", "hyperband", "none"),
 }
+# --train.report-to: the experiment trackers (experiments/tracking.py) and the module each needs.
+TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+TRACKING_EXTRA = "pip install 'lmtune[tracking]'"
+
+
+def tracker_names(report_to: str | None) -> list[str]:
+    """--train.report-to as tracker names: a comma list ("tensorboard,mlflow"; a YAML list
+    works too); "none" or nothing: no tracker."""
+    names = [name.strip(" []'\"").lower() for name in (report_to or "").split(",")]
+    return list(dict.fromkeys(name for name in names if name and name != "none"))
+
+
+def _check_trackers(report_to: str | None) -> None:
+    """Known tracker names with their packages installed, said before any model loads."""
+    import importlib.util
+
+    for name in tracker_names(report_to):
+        if name not in TRACKERS:
+            raise ConfigError(f"--train.report-to {name!r}: unknown tracker; choose from "
+                              f"{', '.join(TRACKERS)} (a comma list for several) or none")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise ConfigError(f"--train.report-to {name}: the {TRACKERS[name]} package is not installed; "
+                              f"{TRACKING_EXTRA}")
 
 
 def as_flag(key: str) -> str:
@@ -452,6 +507,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
     if cfg.train.class_weights not in (None, "none", "balanced"):
         raise ConfigError(f"train.class_weights={cfg.train.class_weights!r}: use 'balanced' or 'none'")
+    _check_trackers(cfg.train.report_to)
     _check_numbers(cfg)
     from .methods import method_class  # what a method cannot be combined with, it says itself
 

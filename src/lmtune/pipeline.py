@@ -5,11 +5,12 @@ Each step calls the module that owns it; this file only wires them in order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from .config import Config, ConfigError, validate
 from .data import Dataset, load_splits, read_table
@@ -20,7 +21,7 @@ from .models import default_learning_rate, load_model, load_tokenizer, quiet_tra
 from .run import RunFolder, new_run, write_model_card
 from .tasks import get_task
 from .tasks.base import Task
-from .training.callbacks import Callback, EarlyStopping, JsonlLog, ProgressBar
+from .training.callbacks import Callback, EarlyStopping, Heartbeat, JsonlLog, ProgressBar
 from .training.hooks import BatchSource, LossTerm
 from .training.precision import EVAL_PRECISION
 
@@ -110,15 +111,43 @@ def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None =
     """Train a model as `cfg` says (a Config, a dict of groups, or a YAML path) and write the
     run folder; returns it. With `resume`, continue that run from its last checkpoint instead.
     callbacks, loss_terms and batch_source plug into the loop (lmtune.training.hooks).
-    A run that fails before its first checkpoint leaves no folder behind that looks like a run."""
+    A run that fails before its first checkpoint leaves no folder behind that looks like a run;
+    one that fails later says so in its status.json (failed, or interrupted: Ctrl-C, SIGTERM)."""
     created: list[RunFolder] = []
+    running: list[RunFolder] = []  # the run whose status.json this process keeps (main process)
     plugins = Plugins(list(callbacks), list(loss_terms), batch_source)
     try:
-        return _finetune(cfg, resume, plugins, quiet, created)
-    except BaseException:
+        with _sigterm_as_exit():
+            return _finetune(cfg, resume, plugins, quiet, created, running)
+    except BaseException as error:
         for run in created:
             _remove_unfinished(run)
+        for run in running:
+            run.set_ended(error)
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While training, SIGTERM (`kill`, a scheduler's stop) raises SystemExit(143) instead of
+    ending the process on the spot, so the run's status can say interrupted. Left alone where
+    a handler is already set, or off the main thread (where Python cannot set one)."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _remove_unfinished(run: RunFolder) -> None:
@@ -157,7 +186,7 @@ class Plugins:
 
 
 def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
-              plugins: Plugins, quiet: bool, created: list[RunFolder]) -> RunFolder:
+              plugins: Plugins, quiet: bool, created: list[RunFolder], running: list[RunFolder]) -> RunFolder:
     from accelerate.utils import set_seed
 
     from .training.distributed import process_state
@@ -176,6 +205,9 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     splits, report, encoded = _training_data(cfg, task, tokenizer, quiet)
     state = process_state()
     run = run or _create_run(cfg, created)
+    if state.is_main_process:
+        run.set_status("running")  # a resumed run too: this process now trains it
+        running.append(run)
     quiet = quiet or not state.is_main_process
     set_seed(cfg.train.seed)
     model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
@@ -191,13 +223,19 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
          f"parameters trainable ({100 * trainable / total:.2f}%); {len(splits['train'].records):,} training "
          f"examples ({len(encoded['train'].features):,} model inputs)", quiet)
     callbacks = _callbacks(cfg, run, plugins, resume_step, state.is_main_process, quiet)
-    result = train(model, task, source, encoded.get("validation"), cfg, run.root, tokenizer.pad_token_id or 0,
-                   resume=resume is not None, method=method, callbacks=callbacks, loss_terms=plugins.loss_terms)
-    if state.is_main_process:
-        metrics = _run_metrics(cfg, result, report, trainable, total, state.num_processes)
-        _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
-        if not cfg.train.keep_checkpoints:
-            run.drop_checkpoints()  # model/ is the result; checkpoints only served resume
+    from .experiments.tracking import tracking
+
+    with tracking(callbacks) as trackers:  # an error in here ends the trackers' runs as failed
+        result = train(model, task, source, encoded.get("validation"), cfg, run.root, tokenizer.pad_token_id or 0,
+                       resume=resume is not None, method=method, callbacks=callbacks, loss_terms=plugins.loss_terms)
+        if state.is_main_process:
+            metrics = _run_metrics(cfg, result, report, trainable, total, state.num_processes)
+            _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
+            trackers.finish(run)  # final metrics and the written folder's plots, card, metrics, config
+            if not cfg.train.keep_checkpoints:
+                run.drop_checkpoints()  # model/ is the result; checkpoints only served resume
+            run.set_status("finished")
+            running.remove(run)
     state.wait_for_everyone()
     return run
 
@@ -271,6 +309,10 @@ def _callbacks(cfg: Config, run: RunFolder, plugins: Plugins, resume_step: int |
     callbacks: list[Callback] = [EarlyStopping(tc.early_stopping_patience)] if tc.early_stopping_patience else []
     if main:
         callbacks.append(JsonlLog(run.log, resume_step=resume_step))
+        callbacks.append(Heartbeat(run.heartbeat))
+        from .experiments.tracking import trackers
+
+        callbacks += trackers(cfg, run, resume_step)  # --train.report-to: MLflow, TensorBoard
     callbacks += plugins.callbacks
     if tc.progress and not quiet:
         callbacks.append(ProgressBar(tc.metric_for_best))

@@ -7,17 +7,30 @@
     <run>/learning_curve.png, confusion_matrix.png
     <run>/README.md          model card
     <run>/checkpoints/       latest (for resume) and best checkpoints
+    <run>/status.json        running | finished | failed | interrupted; the training process's
+                             pid, host, start and heartbeat (what `lmtune runs` reads)
+
+status.json is replaced atomically. A run whose status says running but whose process is gone
+(same host, pid not alive; another host, heartbeat older than STALE_AFTER_S) was killed
+without a word (kill -9, a lost machine) and reads as interrupted.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError
+
+# A running run on another machine whose heartbeat is this old is taken as dead (its pid cannot
+# be checked from here). The heartbeat is refreshed at logged steps (at most every 30 s),
+# evaluations and checkpoints, so only an evaluation longer than this would be misread.
+STALE_AFTER_S = 3600.0
 
 
 @dataclass
@@ -48,6 +61,79 @@ class RunFolder:
     def card(self) -> Path:
         return self.root / "README.md"
 
+    @property
+    def status_file(self) -> Path:
+        return self.root / "status.json"
+
+    def set_status(self, status: str, **fields: Any) -> None:
+        """Write status.json. `running` records this process (pid, host, start time), so that a
+        listing can tell a live run from one killed without a word; the other statuses keep
+        those and add when the run ended."""
+        now = time.time()
+        record: dict[str, Any] = {"status": status}
+        if status == "running":
+            record.update(pid=os.getpid(), host=socket.gethostname(), started=now, heartbeat=now,
+                          process_started=_process_started(os.getpid()))
+        else:
+            previous = self.read_status()
+            record.update({k: previous[k] for k in ("pid", "host", "started", "heartbeat") if k in previous})
+            record["ended"] = now
+        record.update(fields)
+        self._write_status(record)
+
+    def set_ended(self, error: BaseException) -> None:
+        """failed (with the error's first line), or interrupted for Ctrl-C, SIGTERM and exits;
+        nothing when the folder was removed (a run that failed before its first checkpoint)."""
+        if not self.root.is_dir():
+            return
+        try:
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                self.set_status("interrupted", error=_interruption(error))
+            else:
+                message = (str(error).strip().splitlines() or [""])[0][:300]
+                self.set_status("failed", error=f"{type(error).__name__}: {message}".rstrip(": "))
+        except OSError:  # bookkeeping never hides the error that stopped the run
+            pass
+
+    def heartbeat(self) -> None:
+        """Say the training process is still alive (training.callbacks.Heartbeat calls this)."""
+        record = self.read_status()
+        if record.get("status") == "running":
+            record["heartbeat"] = time.time()
+            self._write_status(record)
+
+    def read_status(self) -> dict[str, Any]:
+        """status.json as written ({} for a run from before status files, or an unreadable one)."""
+        try:
+            record = json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def current_status(self, now: float | None = None) -> tuple[str, str]:
+        """(status, note) as things stand: a `running` run whose process is gone is interrupted
+        (note says why); a run without status.json is judged by its files."""
+        record = self.read_status()
+        status = record.get("status")
+        if status is None:  # written before status files existed
+            if self.metrics.is_file() and self.model.is_dir():
+                return "finished", ""
+            return "interrupted", "no status.json; the run never finished"
+        if status == "running":
+            gone = _process_gone(record, time.time() if now is None else now)
+            if gone:
+                return "interrupted", gone
+        return str(status), str(record.get("error", ""))
+
+    def _write_status(self, record: dict[str, Any]) -> None:
+        """Replace status.json in one step (a reader never sees half a file); never creates the
+        run folder."""
+        if not self.root.is_dir():
+            return
+        temporary = self.status_file.with_name(f".status.json.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record, indent=1))
+        os.replace(temporary, self.status_file)
+
     def load_config(self) -> Config:
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: no such run folder (runs are under --output-dir, "
@@ -69,6 +155,67 @@ class RunFolder:
         if not self.log.is_file():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+
+def _interruption(error: BaseException) -> str:
+    """What stopped a run: Ctrl-C, a signal (an exit code 128 + N, as a shell reports it), an exit."""
+    if isinstance(error, KeyboardInterrupt):
+        return "KeyboardInterrupt (Ctrl-C)"
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and 128 < code < 128 + 65:
+        import signal
+
+        try:
+            return f"stopped by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"SystemExit({code!r})"
+
+
+def _process_started(pid: int) -> float | None:
+    """When a process started (tells a live run's process from a later one given its pid)."""
+    try:
+        import psutil  # installed with accelerate
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # noqa: BLE001 - no psutil, or no such process: the pid alone must do
+        return None
+
+
+def _process_gone(record: dict[str, Any], now: float) -> str:
+    """Why a run recorded as running has no live process, or "" if it may still be running."""
+    pid, host = record.get("pid"), record.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        if not _alive(pid, record.get("process_started")):
+            return f"process {pid} is gone (killed, or the machine restarted)"
+        return ""
+    heartbeat = record.get("heartbeat")
+    if isinstance(heartbeat, (int, float)) and now - heartbeat > STALE_AFTER_S:
+        return f"no heartbeat from {host} for {(now - heartbeat) / 3600:.1f} h"
+    return ""
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    """Whether `pid` is the live process that wrote the status (not a later one given its pid)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - started) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # access denied: another user's process, alive
+        return True
 
 
 def new_run(cfg: Config) -> RunFolder:

@@ -10,11 +10,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .hooks import Callback, Control
 
-__all__ = ["Callback", "Control", "EarlyStopping", "JsonlLog", "ProgressBar"]
+__all__ = ["Callback", "Control", "EarlyStopping", "Heartbeat", "JsonlLog", "ProgressBar"]
 
 
 class EarlyStopping(Callback):
@@ -52,6 +52,37 @@ class JsonlLog(Callback):
 
     def on_evaluate(self, row: dict[str, Any], control: Control) -> None:
         self._write(row)
+
+
+class Heartbeat(Callback):
+    """Calls `beat` when training starts, at every evaluation and checkpoint, and at logged
+    steps at most every `interval_s`: the run's status file then says when its process was last
+    seen alive, so a listing can tell a live run on another machine from one that died silently."""
+
+    def __init__(self, beat: Callable[[], None], interval_s: float = 30.0):
+        self.beat, self.interval_s = beat, interval_s
+        self.last = float("-inf")
+
+    def _beat(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval_s:
+            self.last = now
+            try:
+                self.beat()
+            except OSError:  # bookkeeping (a full disk, a read-only folder) never stops training
+                pass
+
+    def on_train_begin(self, info: dict[str, Any]) -> None:
+        self._beat()
+
+    def on_step(self, row: dict[str, Any], control: Control) -> None:
+        self._beat(force=False)
+
+    def on_evaluate(self, row: dict[str, Any], control: Control) -> None:
+        self._beat()
+
+    def on_save(self, checkpoint: Path, control: Control) -> None:
+        self._beat()
 
 
 class ProgressBar(Callback):
