@@ -82,16 +82,17 @@ class Loop:
     """One run's training: build with the model and data, then `run()`."""
 
     def __init__(self, model: torch.nn.Module, task: Task, source: BatchSource, eval_data: Encoded | None,
-                 cfg: Config, run_dir: Path, pad_id: int, method: Method | None = None,
+                 cfg: Config, run_dir: Path, pad_id: int, method: Method,
                  callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()):
         self.tc, self.task, self.source, self.eval_data = cfg.train, task, source, eval_data
-        self.cfg, self.pad_id, self.method = cfg, pad_id, method or _NoMethod(cfg)
+        self.cfg, self.pad_id, self.method = cfg, pad_id, method
         self.callbacks, self.loss_terms = list(callbacks), list(loss_terms)
         self.precision = decide_precision(self.tc.mixed_precision)
         self.accelerator = make_accelerator(self.precision.mode)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device, self.main = self.accelerator.device, self.accelerator.is_main_process
         self.ckpt_root = Path(run_dir) / "checkpoints"
+        self.steps_per_epoch = source.steps_per_epoch()  # once: a source may derive it from a whole epoch
         self.total_steps = planned_steps(source, self.tc.epochs, self.tc.max_steps)
         self.evaluating = eval_data is not None and self.tc.eval_strategy != "no"
         self.state, self.control, self.window = LoopState(), Control(), Window()
@@ -286,7 +287,7 @@ class Loop:
         return self.state.batches_done == 0  # an epoch just ended (and was evaluated)
 
     def _epoch_fraction(self) -> float:
-        return self.state.step / max(self.source.steps_per_epoch(), 1)
+        return self.state.step / max(self.steps_per_epoch, 1)
 
     def _result(self, best: dict[str, Any]) -> TrainResult:
         state, seconds = self.state, max(self.state.seconds, 1e-9)
@@ -295,15 +296,6 @@ class Loop:
             stopped_early=self.control.stop, train_seconds=state.seconds,
             samples_per_s=state.samples / seconds, tokens_per_s=state.tokens / seconds,
             final_loss=self.last_loss, precision=self.precision.mode, precision_reason=self.precision.reason)
-
-
-class _NoMethod(Method):
-    """Stands in when the loop is used without a Method: full training, nothing extra."""
-
-    name = "none"
-
-    def prepare(self, model: Any, new_weights: Any = (), total_steps: int = 0, **kwargs: Any) -> Any:
-        return model
 
 
 def _is_better(value: float, loss: float | None, best: float | None, best_loss: float | None,
@@ -317,7 +309,7 @@ def _is_better(value: float, loss: float | None, best: float | None, best_loss: 
 
 
 def train(model: torch.nn.Module, task: Task, source: BatchSource, eval_data: Encoded | None, cfg: Config,
-          run_dir: Path, pad_id: int, resume: bool = False, method: Method | None = None,
+          run_dir: Path, pad_id: int, *, method: Method, resume: bool = False,
           callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> TrainResult:
     """Train `model` on the batches of `source`; keep the best weights (by train.metric_for_best)."""
     loop = Loop(model, task, source, eval_data, cfg, run_dir, pad_id, method, callbacks, loss_terms)
