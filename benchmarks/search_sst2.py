@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--startup-trials", type=int, default=4, help="median pruner: trials before any is pruned")
     parser.add_argument("--seed", type=int, default=42, help="the sampler's and the runs' seed")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", choices=["default", "pruned", "unpruned"], action="append",
+                        help="run only these parts (repeatable); the others print as not run")
     parser.add_argument("overrides", nargs="*", help="after --: config overrides (--group.field VALUE)")
     args = parser.parse_args()
     output = ROOT / "runs" / "bench-search-sst2"
@@ -104,15 +106,19 @@ def main() -> None:
 
         from lmtune.pipeline import finetune
 
-        default = copy.deepcopy(cfg)
-        default.train.run_name = "default"
-        start = time.perf_counter()
-        run = finetune(default)
-        default_seconds = time.perf_counter() - start
-        default_accuracy = json.loads(run.metrics.read_text())["validation"]["accuracy"]
-
-        pruned, pruned_seconds = run_study(cfg, space, args, "pruned", args.pruner)
-        unpruned, unpruned_seconds = run_study(cfg, space, args, "unpruned", "none")
+        parts = set(args.only or ("default", "pruned", "unpruned"))
+        not_run: tuple[dict, float] = ({"counts": {}}, float("nan"))
+        default_accuracy, default_seconds = float("nan"), float("nan")
+        if "default" in parts:
+            default = copy.deepcopy(cfg)
+            default.train.run_name = "default"
+            start = time.perf_counter()
+            run = finetune(default)
+            default_seconds = time.perf_counter() - start
+            default_accuracy = json.loads(run.metrics.read_text())["validation"]["accuracy"]
+        pruned, pruned_seconds = run_study(cfg, space, args, "pruned", args.pruner) if "pruned" in parts else not_run
+        unpruned, unpruned_seconds = (run_study(cfg, space, args, "unpruned", "none")
+                                      if "unpruned" in parts else not_run)
 
     print(f"\nSST-2: {args.train_rows:,} training rows, {args.dev_rows} dev rows; {args.trials} trials per study "
           f"(TPE, seed {args.seed}) over:\n{SPACE}")

@@ -42,3 +42,28 @@ def test_train_save_reload_gives_the_training_time_scores(task, method, tiny_mod
     pairs = [QA_CONTEXT, QA_CONTEXT] if task == "qa" else None
     predictions = lmtune.load(run.root).predict(texts, pairs)
     assert len(predictions) == 2
+
+
+ADVERSARIAL_PAIRS = [(task, method) for task in sorted(TASKS) for method in sorted(METHODS)
+                     if not (method == "prefix" and task != "generation")]  # refused above, before training
+
+
+@pytest.mark.parametrize("task, method", ADVERSARIAL_PAIRS)
+def test_adversarial_training_trains_saves_and_reloads(task, method, tiny_model, tiny_llama, toy_data, ner_data,
+                                                       qa_data, gen_data, tmp_path):
+    """--robust.adversarial fgm perturbs the input embeddings of every task x method (adapters
+    and virtual tokens included): the adversary runs every step and the run reloads."""
+    from lmtune.training.checkpoint import load_extra, read_pointer
+
+    data = {"ner": ner_data, "qa": qa_data, "generation": gen_data}.get(task, toy_data)
+    cfg = tiny_config(tiny_llama if task == "generation" else tiny_model, data, tmp_path, max_steps=2,
+                      eval_strategy="steps", eval_steps=2, keep_checkpoints=True)
+    cfg.task, cfg.method.name, cfg.robust.adversarial = task, method, "fgm"
+    cfg.method.freeze_layers = 1 if method == "freeze" else 0
+    run = finetune(cfg, quiet=True)
+    training = json.loads(run.metrics.read_text())["training"]
+    assert training["adversarial"] == "fgm" and training["steps"] == 2
+    (adversary,) = load_extra(read_pointer(run.checkpoints, "latest.txt"))["loss_terms"]
+    assert adversary == {"adversarial_batches": 2}
+    pairs = [QA_CONTEXT, QA_CONTEXT] if task == "qa" else None
+    assert len(lmtune.load(run.root).predict(["alice visited paris", "where did bob go ?"], pairs)) == 2

@@ -101,6 +101,26 @@ def test_a_bad_trial_is_pruned_early_and_keeps_a_valid_run_folder(tiny_model, to
     assert lmtune.load(job.folder / "trial-001").predict(["dull"])  # still loads and predicts
 
 
+def test_a_trial_is_never_pruned_at_its_final_evaluation(tiny_model, toy_data, tmp_path):
+    """Pruning there saves nothing and would hide a finished result from the sampler."""
+    from lmtune.experiments.search import open_study, prepare, search
+
+    cfg = lmtune.Config.from_yaml(_base(tiny_model, toy_data, tmp_path, epochs=1))
+    cfg.train.metric_for_best = "loss"
+    cfg.search.trials, cfg.search.pruner, cfg.search.startup_trials = 2, "median", 1
+    cfg.search.study_name = "final"
+    space = {"train.learning_rate": {"low": 1e-3, "high": 100.0, "log": True}}
+    job = prepare(cfg, space, quiet=True)
+    job.folder.mkdir(parents=True)
+    study = open_study(job, create=True)
+    study.enqueue_trial({"train.learning_rate": 3e-3})
+    study.enqueue_trial({"train.learning_rate": 50.0})  # trails, but its only evaluation is its last
+    search(cfg, space, quiet=True)
+    good, bad = _study(job.folder / "study.db", "final").trials
+    assert (good.state.name, bad.state.name) == ("COMPLETE", "COMPLETE")
+    assert bad.value > good.value  # it did trail: only the final-evaluation rule kept it
+
+
 def test_models_of_finished_trials_are_released_within_one_process(tiny_model, toy_data, tmp_path, monkeypatch):
     import lmtune.pipeline as pipeline
     from lmtune.experiments.search import search

@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(pipeline, name)
     if name == "load":
-        from .inference.predictor import load
+        from .loading import load
 
         return load
     raise AttributeError(f"module 'lmtune' has no attribute {name!r}")

@@ -12,6 +12,7 @@ import difflib
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
@@ -69,6 +70,11 @@ def _add_config_fields(parser: argparse.ArgumentParser, groups: Sequence[str] | 
                                  metavar=info.type_name.upper(), nargs="?" if is_bool else None,
                                  const="true" if is_bool else None,
                                  help=f"{_escape(info.help)} (default: {_default_text(info)})")
+
+
+def _run_groups() -> list[str]:
+    """The config groups of a run, that commands training many runs take as --group.field flags."""
+    return [name for name, _, _ in describe() if name not in ("", "search", "serve", "export", "continual")]
 
 
 def _add_group_flags(parser: argparse.ArgumentParser, name: str, short: dict[str, Any]) -> None:
@@ -410,6 +416,35 @@ def cmd_search(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_continual(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Continual learning: the sequence's steps one after another (or resume a continual run)."""
+    from .experiments.continual.runner import continual
+
+    overrides = _yaml_overrides(args.config) if args.config else []
+    overrides += list(_field_flags(args).items())
+    if args.resume:
+        if args.sequence or overrides:
+            raise ConfigError("--resume continues a continual run with its saved settings; do not pass "
+                              "--sequence or other flags")
+        continual(None, resume=args.resume, quiet=args.quiet)
+        return 0
+    if not args.sequence:
+        raise ConfigError("give --sequence SEQUENCE.yaml (the steps in order), or --resume RUN_DIR")
+    continual(args.sequence, overrides, quiet=args.quiet)
+    return 0
+
+
+def _yaml_overrides(path: str) -> list[tuple[str, Any]]:
+    """A config YAML as group.field pairs (checked as a config first), applied over the
+    sequence file's own config."""
+    import yaml
+
+    Config.from_yaml(path)
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    return [(f"{group}.{key}", value) for group, fields in values.items() if isinstance(fields, dict)
+            for key, value in fields.items()] + [(k, v) for k, v in values.items() if not isinstance(v, dict)]
+
+
 def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Print every data problem with file:line:field, counts, and token length statistics."""
     from .models import load_tokenizer, quiet_transformers, resolve_model
@@ -575,9 +610,23 @@ def make_parser() -> argparse.ArgumentParser:
                                         "backend": ["optuna", "ray"], "sampler": ["tpe", "random", "grid"],
                                         "pruner": ["median", "hyperband", "none"], "storage": None,
                                         "study_name": None})
-    _add_config_fields(search, groups=[name for name, _, _ in describe() if name not in ("", "search", "serve",
-                                                                                        "export")])
+    _add_config_fields(search, groups=_run_groups())
     search.set_defaults(func=cmd_search)
+
+    cont = sub.add_parser("continual", allow_abbrev=False, help="learn a sequence of tasks or domains, one after another",
+                          usage="%(prog)s --sequence SEQUENCE.yaml [--strategy S] [--group.field VALUE ...] | "
+                                "--resume RUN_DIR",
+                          description="Train the steps of a sequence file in order, each an ordinary run under "
+                                      "<output_dir>/<name>/steps/, score every step's test set after each step "
+                                      "(the accuracy matrix, backward and forward transfer) and write the report. "
+                                      "The same folder resumes with --resume.")
+    cont.add_argument("--sequence", help="YAML: steps (name, train, validation, test, columns), optional config")
+    cont.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted continual run")
+    cont.add_argument("--quiet", action="store_true", help="only the report")
+    _add_group_flags(cont, "continual", {"strategy": ["sequential", "replay", "ewc", "adapter-per-task",
+                                                      "multitask"]})
+    _add_config_fields(cont, groups=_run_groups())
+    cont.set_defaults(func=cmd_continual)
 
     runs = sub.add_parser("runs", allow_abbrev=False, help="list the runs under a folder, or compare runs",
                           epilog="Keys (--sort, --filter) are columns (name, task, method, model, status, "

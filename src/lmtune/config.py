@@ -52,6 +52,11 @@ class DataConfig:
     label_column: str = option("label", "field holding the label")
     multi_label: bool = option(False, "several labels per example (sigmoid outputs, per-label F1)")
     label_separator: Optional[str] = option(None, "e.g. \"|\" for \"sports|politics\" multi-label fields")
+    labels: Optional[str] = option(None, "fixed label set in head order, comma list (YAML: a list too); "
+                                         "training data may use a subset")
+    label_groups: Optional[str] = option(None, "labels that compete, groups separated by '|': 'a,b|c,d'; an "
+                                               "example's loss, metrics and (given a group) prediction choose "
+                                               "only within its label's group: one head serving several tasks")
     on_error: str = option("raise", "raise | skip (skip counts and reports every skipped row)")
     format: str = option("auto", "auto | csv | tsv | jsonl | parquet | conll | squad (auto: by extension, "
                                  "else the task's usual layout when the content is that)")
@@ -174,6 +179,22 @@ class ExportConfig:
 
 
 @dataclass
+class RobustConfig:
+    """Robustness: adversarial training on the input embeddings."""
+    adversarial: str = option("none", "none | fgm | pgd | freelb: perturb the input embeddings against the "
+                                      "loss and train on the clean and the perturbed loss")
+    epsilon: float = option(1.0, "size of the perturbation: its L2 norm per example (l2), or its largest "
+                                 "value per element (linf)")
+    alpha: float = option(0.3, "pgd, freelb: size of each ascent step")
+    steps: int = option(3, "pgd, freelb: ascent steps per micro-batch")
+    norm: str = option("l2", "l2 | linf: the ball the perturbation stays in")
+    adversarial_weight: float = option(1.0, "weight of the adversarial loss added to the clean loss")
+    warmup_steps: int = option(0, "optimizer steps of clean-only training before the adversarial loss starts; "
+                                  "FreeLB users report NaN losses when it starts at step 0, a few hundred "
+                                  "steps are common")
+
+
+@dataclass
 class SearchConfig:
     """`lmtune search` (and `lmtune.experiments.search.search`): many runs over a search space."""
     space: Optional[str] = option(None, "YAML file: config keys to search, each a {low, high[, log, step]} "
@@ -196,6 +217,21 @@ class SearchConfig:
 
 
 @dataclass
+class ContinualConfig:
+    """`lmtune continual`: learning a sequence of steps, each an ordinary run."""
+    strategy: str = option("sequential", "sequential | replay | ewc | adapter-per-task | multitask")
+    heads: str = option("auto", "auto | shared (one label set, domain-incremental) | per-step (a head per "
+                                "step, task-incremental); auto: shared when every step has the same labels")
+    memory: float = option(0.02, "replay: memory size, a count (>= 1) or a fraction (< 1) of the training "
+                                 "examples seen so far")
+    memory_selection: str = option("quota", "replay: quota (an equal share per earlier step) | reservoir")
+    replay_ratio: float = option(0.25, "replay: share of each training batch drawn from the memory")
+    ewc_lambda: float = option(1000.0, "ewc: strength of the pull towards earlier steps' weights")
+    ewc_samples: int = option(256, "ewc: training examples per step that estimate the Fisher information")
+    router_samples: int = option(500, "adapter-per-task: training texts per step for its routing centroid")
+
+
+@dataclass
 class Config:
     task: str = option("classification", "classification | ner | qa | generation")
     model: ModelConfig = group(ModelConfig, "the base model")
@@ -209,7 +245,9 @@ class Config:
     generation: GenerationSettings = group(GenerationSettings, "text generation, for the generation task")
     serve: ServeConfig = group(ServeConfig, "the HTTP server (lmtune serve)")
     export: ExportConfig = group(ExportConfig, "exporting a run (lmtune export)")
+    robust: RobustConfig = group(RobustConfig, "adversarial training on the embeddings")
     search: SearchConfig = group(SearchConfig, "hyperparameter search (lmtune search)")
+    continual: ContinualConfig = group(ContinualConfig, "continual learning over a sequence (lmtune continual)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -413,9 +451,19 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("serve.max_inputs", lambda v: v >= 1, ">= 1"),
     ("serve.max_chars", lambda v: v >= 1, ">= 1"),
     ("export.sample", lambda v: v >= 1, ">= 1"),
+    ("robust.epsilon", lambda v: v > 0, "> 0"),
+    ("robust.alpha", lambda v: v > 0, "> 0"),
+    ("robust.steps", lambda v: v >= 1, ">= 1"),
+    ("robust.adversarial_weight", lambda v: v >= 0, ">= 0"),
+    ("robust.warmup_steps", lambda v: v >= 0, ">= 0"),
     ("search.trials", lambda v: v >= 1, ">= 1"),
     ("search.workers", lambda v: v >= 1, ">= 1"),
     ("search.startup_trials", lambda v: v >= 0, ">= 0"),
+    ("continual.memory", lambda v: v > 0 and (v < 1 or float(v).is_integer()), "a count >= 1 or a fraction in (0, 1)"),
+    ("continual.replay_ratio", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("continual.ewc_lambda", lambda v: v >= 0, ">= 0"),
+    ("continual.ewc_samples", lambda v: v >= 1, ">= 1"),
+    ("continual.router_samples", lambda v: v >= 1, ">= 1"),
 ]
 # Fields with a fixed set of values, for the groups a command uses without training (serve,
 # export); `validate` checks the training groups' own.
@@ -423,9 +471,14 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "serve.backend": ("pytorch", "onnx"),
     "export.format": (None, "onnx"),
     "export.quantize": (None, "int8"),
+    "robust.adversarial": ("none", "fgm", "pgd", "freelb"),
+    "robust.norm": ("l2", "linf"),
     "search.backend": ("optuna", "ray"),
     "search.sampler": ("tpe", "random", "grid"),
     "search.pruner": ("median", "hyperband", "none"),
+    "continual.strategy": ("sequential", "replay", "ewc", "adapter-per-task", "multitask"),
+    "continual.heads": ("auto", "shared", "per-step"),
+    "continual.memory_selection": ("quota", "reservoir"),
 }
 # --train.report-to: the experiment trackers (experiments/tracking.py) and the module each needs.
 TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
@@ -509,6 +562,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.class_weights={cfg.train.class_weights!r}: use 'balanced' or 'none'")
     _check_trackers(cfg.train.report_to)
     _check_numbers(cfg)
+    check_group(cfg, "robust")  # its choices (numbers: _check_numbers above)
     from .methods import method_class  # what a method cannot be combined with, it says itself
 
     method_class(cfg.method.name).check(cfg)

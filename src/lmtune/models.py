@@ -148,8 +148,19 @@ def load_tokenizer(path: str | Path) -> Any:
 def load_model(path: str | Path, auto_class: Any, **config_kwargs: Any) -> tuple[Any, list[str]]:
     """Load weights into the task's AutoModelFor... class, with label maps in the config.
     Also returns the names of weights the checkpoint lacked (newly initialised: the head)."""
+    from transformers import AutoConfig
+
     quiet_transformers()
-    model, info = auto_class.from_pretrained(str(path), output_loading_info=True, **config_kwargs)
+    # Set on a loaded config, not passed to from_pretrained: transformers hands a key its config
+    # class does not define (a task's own, e.g. label_groups) to the model's __init__. A None
+    # removes what the checkpoint's config had (a previous run's setting).
+    config = AutoConfig.from_pretrained(str(path))
+    for key, value in config_kwargs.items():
+        if value is None:
+            vars(config).pop(key, None)
+        else:
+            setattr(config, key, value)
+    model, info = auto_class.from_pretrained(str(path), config=config, output_loading_info=True)
     return model, sorted(info.get("missing_keys", []))
 
 

@@ -22,7 +22,7 @@ from .run import RunFolder, new_run, write_model_card
 from .tasks import get_task
 from .tasks.base import Task
 from .training.callbacks import Callback, EarlyStopping, Heartbeat, JsonlLog, ProgressBar
-from .training.hooks import BatchSource, LossTerm
+from .training.hooks import BatchSource, LossTerm, SourceWrapper
 from .training.precision import EVAL_PRECISION
 
 
@@ -107,10 +107,12 @@ def encode_splits(cfg: Config, task: Task, tokenizer: Any, splits: dict[str, Dat
 
 def finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None = None,
              callbacks: Sequence[Callback] = (), quiet: bool = False, *,
-             loss_terms: Sequence[LossTerm] = (), batch_source: BatchSource | None = None) -> RunFolder:
+             loss_terms: Sequence[LossTerm] = (), batch_source: BatchSource | SourceWrapper | None = None
+             ) -> RunFolder:
     """Train a model as `cfg` says (a Config, a dict of groups, or a YAML path) and write the
     run folder; returns it. With `resume`, continue that run from its last checkpoint instead.
-    callbacks, loss_terms and batch_source plug into the loop (lmtune.training.hooks).
+    callbacks, loss_terms and batch_source plug into the loop (lmtune.training.hooks); a
+    batch_source may also wrap the run's own batches (a function of the default source).
     A run that fails before its first checkpoint leaves no folder behind that looks like a run;
     one that fails later says so in its status.json (failed, or interrupted: Ctrl-C, SIGTERM)."""
     created: list[RunFolder] = []
@@ -211,7 +213,7 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     quiet = quiet or not state.is_main_process
     set_seed(cfg.train.seed)
     model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
-    source = plugins.batch_source or _default_batches(cfg, encoded["train"].features, state.num_processes)
+    source = _batch_source(cfg, plugins.batch_source, encoded["train"].features, state.num_processes)
     from .training.hooks import planned_steps
     from .training.loop import train
 
@@ -227,7 +229,8 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
 
     with tracking(callbacks) as trackers:  # an error in here ends the trackers' runs as failed
         result = train(model, task, source, encoded.get("validation"), cfg, run.root, tokenizer.pad_token_id or 0,
-                       resume=resume is not None, method=method, callbacks=callbacks, loss_terms=plugins.loss_terms)
+                       resume=resume is not None, method=method, callbacks=callbacks,
+                       loss_terms=_loss_terms(cfg, plugins))
         if state.is_main_process:
             metrics = _run_metrics(cfg, result, report, trainable, total, state.num_processes)
             _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
@@ -238,6 +241,14 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
             running.remove(run)
     state.wait_for_everyone()
     return run
+
+
+def _loss_terms(cfg: Config, plugins: Plugins) -> list[LossTerm]:
+    """The caller's loss terms, then the adversarial one the config asks for (--robust.adversarial)."""
+    from .training.adversarial import EmbeddingAdversary
+
+    adversary = EmbeddingAdversary.from_config(cfg.robust)
+    return plugins.loss_terms + ([adversary] if adversary is not None else [])
 
 
 def _as_config(cfg: Config | dict | str | Path | None) -> Config:
@@ -293,6 +304,15 @@ def _create_run(cfg: Config, created: list[RunFolder]) -> RunFolder:
     return RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
 
 
+def _batch_source(cfg: Config, given: BatchSource | SourceWrapper | None, features: Sequence[Any],
+                  processes: int) -> BatchSource:
+    """The caller's batch source, or the default one (wrapped by the caller's function, if any)."""
+    if isinstance(given, BatchSource):
+        return given
+    default = _default_batches(cfg, features, processes)
+    return given(default) if given is not None else default
+
+
 def _default_batches(cfg: Config, features: Sequence[Any], processes: int) -> BatchSource:
     """Shuffled, length-grouped step batches of batch_size x processes x accumulation examples."""
     from .training.batching import LengthGroupedBatches
@@ -332,7 +352,8 @@ def _run_metrics(cfg: Config, result: Any, report: dict[str, Any], trainable: in
                      "tokens_per_s": round(result.tokens_per_s, 1),
                      "final_train_loss": result.final_loss, "precision": result.precision,
                      "precision_reason": result.precision_reason,
-                     "evaluation_precision": EVAL_PRECISION, "processes": processes},
+                     "evaluation_precision": EVAL_PRECISION, "processes": processes,
+                     "adversarial": cfg.robust.adversarial},
         "data": report,
     }
 

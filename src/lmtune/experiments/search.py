@@ -319,11 +319,16 @@ def _tell(study: Any, trial: Any, **kwargs: Any) -> None:
 class PruneTrial(Callback):
     """Reports each evaluation's selection metric to the Optuna trial (as step 1, 2, ...: the Nth
     evaluation of every trial is compared with the others' Nth) and stops training when the
-    pruner says the trial trails; the run then ends as a stopped-early run, with its model."""
+    pruner says the trial trails; the run then ends as a stopped-early run, with its model.
+    The final evaluation is reported but never pruned: stopping there saves nothing, and a
+    pruned trial counts as worse than every finished one to the sampler, however good it was."""
 
     def __init__(self, trial: Any, metric: str):
         self.trial, self.metric = trial, metric
-        self.evaluations, self.pruned = 0, False
+        self.evaluations, self.pruned, self.total_steps = 0, False, 0
+
+    def on_train_begin(self, info: dict[str, Any]) -> None:
+        self.total_steps = int(info.get("total_steps") or 0)
 
     def on_evaluate(self, row: dict[str, Any], control: Control) -> None:
         if self.pruned or self.metric not in row:
@@ -331,7 +336,8 @@ class PruneTrial(Callback):
         self.evaluations += 1
         value = float(row[self.metric])
         self.trial.report(value, self.evaluations)
-        if self.trial.should_prune():
+        final = bool(self.total_steps) and int(row.get("step", 0)) >= self.total_steps
+        if not final and self.trial.should_prune():
             self.pruned = True
             control.stop = True
 

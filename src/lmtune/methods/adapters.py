@@ -63,6 +63,7 @@ class AdapterMethod(Method):
     """A peft method: the base stays frozen, a small set of new weights and the head train."""
 
     mergeable = False  # whether the adapter folds into the base weights (export --merge)
+    adapter = True
 
     def peft_config(self, model: Any, common: dict[str, Any]) -> Any:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from ..config import Config, ConfigError
 class Method(ABC):
     name: str
     learning_rate: float | None = None  # default peak learning rate; None: by model width
+    adapter: bool = False  # trains added weights over a frozen base (what a run saves is the adapter)
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

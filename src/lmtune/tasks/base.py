@@ -66,6 +66,9 @@ class Task(ABC):
     peft_task_type: ClassVar[str | None] = None  # peft's TaskType for this head (how peft routes inputs)
     # whether a pretrained model serves the task as it is, from the config alone (no new head)
     usable_untrained: ClassVar[bool] = False
+    # whether `lmtune continual` can learn it step after step: one head over fixed labels
+    # (data.labels), several steps' label groups in it (data.label_groups), scored by accuracy
+    learns_in_sequence: ClassVar[bool] = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

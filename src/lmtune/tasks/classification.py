@@ -1,7 +1,14 @@
-"""Text and text-pair classification, single-label (softmax) and multi-label (sigmoid)."""
+"""Text and text-pair classification, single-label (softmax) and multi-label (sigmoid).
+
+A run may fix its label set (data.labels: the head covers labels its training file lacks) and
+split it into groups (data.label_groups: one head serving several tasks, where an example's
+loss and metrics choose only among its own label's group).
+"""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..data import checks
 from ..data.records import DataIssue, Dataset, Record
 from ..evaluation import metrics as M
@@ -23,6 +31,50 @@ def _label_sort_key(label: str) -> tuple:
         return (1, 0.0, label)
 
 
+def _label_name(value: Any) -> str:
+    """A configured label as the data's labels read (`label_values`): 1.0 and 1 are "1"."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _as_list(value: Any, key: str, separator: str) -> list[Any]:
+    """A config list: a Python/YAML list, its text (a YAML list read back through a str-typed
+    config field is its repr) or a `separator`-joined string."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"{key}: cannot read {value!r} as a list; write 'a,b,c' or a YAML list") from None
+    if isinstance(value, str):
+        return value.split(separator)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list or a comma list, got {value!r}")
+    return list(value)
+
+
+def parse_labels(value: Any, key: str = "data.labels") -> list[str] | None:
+    """data.labels as label names in order; None when unset."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    names = [_label_name(v) for v in _as_list(value, key, ",") if _label_name(v)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{key}: {', '.join(map(repr, repeated))} listed more than once; list each label once")
+    return names
+
+
+def parse_label_groups(value: Any, key: str = "data.label_groups") -> list[list[str]] | None:
+    """data.label_groups as lists of label names: 'a,b|c,d', or a list of lists (or of comma lists)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    groups = [_as_list(g, key, ",") for g in _as_list(value, key, "|")]
+    groups = [[_label_name(v) for v in g if _label_name(v)] for g in groups]
+    if not all(groups):
+        raise ConfigError(f"{key}: group {groups.index([]) + 1} is empty; write groups as 'a,b|c,d'")
+    return groups
+
+
 class ClassificationTask(Task):
     name = "classification"
     pipeline_tag = "text-classification"
@@ -31,6 +83,7 @@ class ClassificationTask(Task):
                          **{f"{a}_{m}": True for a in ("macro", "micro", "weighted")
                             for m in ("f1", "precision", "recall")}}
     peft_task_type = "SEQ_CLS"
+    learns_in_sequence = True
 
     def same_prediction(self, a: Any, b: Any) -> bool:
         """The same label (multi-label: the same label set); probabilities may differ slightly."""
@@ -38,9 +91,16 @@ class ClassificationTask(Task):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.labels: list[str] = []
         self.multi_label = cfg.data.multi_label
         self.class_weights: torch.Tensor | None = None
+        self.fixed_labels = parse_labels(cfg.data.labels)
+        if self.fixed_labels is not None and len(self.fixed_labels) < 2 and not self.multi_label:
+            raise ConfigError(f"data.labels has {len(self.fixed_labels)} label(s); single-label "
+                              "classification needs at least 2")
+        self.labels: list[str] = list(self.fixed_labels or [])
+        self.label_groups: list[list[str]] | None = None
+        self._group_of: np.ndarray | None = None  # (num_labels,) group index of each label
+        self._use_groups(parse_label_groups(cfg.data.label_groups))
 
     @property
     def auto_model_class(self) -> Any:
@@ -63,20 +123,57 @@ class ClassificationTask(Task):
             return [part.strip() for part in text.split(self.cfg.data.label_separator) if part.strip()]
         return [text]
 
+    def _use_groups(self, groups: list[list[str]] | None) -> None:
+        """Take label groups that split self.labels: every label in exactly one group."""
+        self.label_groups, self._group_of = None, None
+        if groups is None:
+            return
+        if self.multi_label:
+            raise ConfigError("data.label_groups applies to single-label classification; "
+                              "remove it or data.multi_label")
+        if not self.labels:
+            raise ConfigError("data.label_groups needs data.labels, the fixed label set the groups split")
+        group_of: dict[str, int] = {}
+        for number, group in enumerate(groups, 1):
+            for label in group:
+                if label in group_of:
+                    raise ConfigError(f"data.label_groups: label {label!r} is in group {group_of[label]} "
+                                      f"and group {number}; put every label in exactly one group")
+                if label not in self.labels:
+                    raise ConfigError(f"data.label_groups: label {label!r} (group {number}) is not in "
+                                      f"data.labels ({', '.join(self.labels)})")
+                group_of[label] = number
+        missing = [label for label in self.labels if label not in group_of]
+        if missing:
+            raise ConfigError(f"data.label_groups: {', '.join(map(repr, missing))} in no group; "
+                              "put every label of data.labels in exactly one group")
+        self.label_groups = [list(g) for g in groups]
+        self._group_of = np.array([group_of[label] for label in self.labels])
+
     def fit(self, train: Dataset) -> None:
+        """The label set (data.labels, else the training file's labels) and class weights."""
         counts = Counter(v for r in train.records for v in self.label_values(r))
-        self.labels = sorted(counts, key=_label_sort_key)
+        if self.fixed_labels is not None:  # labels outside it are check()'s errors, not counted
+            counts = Counter({label: counts[label] for label in self.fixed_labels})
+            self.labels = list(self.fixed_labels)
+        else:
+            self.labels = sorted(counts, key=_label_sort_key)
         if len(self.labels) < 2 and not self.multi_label:
             raise ValueError(f"{train.path}: found {len(self.labels)} distinct label(s) in column "
                              f"{self.cfg.data.label_column!r}; classification needs at least 2")
         self.label_counts = counts
         if self.cfg.train.class_weights == "balanced":
-            n = sum(counts.values()) if not self.multi_label else len(train.records)
-            if self.multi_label:  # positive weight per label: negatives / positives
-                weights = [(n - counts[label]) / max(counts[label], 1) for label in self.labels]
-            else:
-                weights = [n / (len(self.labels) * counts[label]) for label in self.labels]
-            self.class_weights = torch.tensor(weights, dtype=torch.float32)
+            self.class_weights = torch.tensor(self._balanced_weights(counts, len(train.records)),
+                                              dtype=torch.float32)
+
+    def _balanced_weights(self, counts: Counter, rows: int) -> list[float]:
+        """Inverse class frequency (multi-label: negatives / positives per label). A class absent
+        from train gets weight 1, what a class of average frequency gets: its validation
+        examples still count, and a batch of only them cannot divide the loss by zero."""
+        if self.multi_label:
+            return [(rows - counts[label]) / max(counts[label], 1) for label in self.labels]
+        n, present = sum(counts.values()), sum(1 for label in self.labels if counts[label])
+        return [n / (present * counts[label]) if counts[label] else 1.0 for label in self.labels]
 
     def model_config(self) -> dict[str, Any]:
         return {
@@ -85,11 +182,13 @@ class ClassificationTask(Task):
             "label2id": {label: i for i, label in enumerate(self.labels)},
             "problem_type": "multi_label_classification" if self.multi_label
             else "single_label_classification",
+            "label_groups": self.label_groups,  # saved in config.json, read back by restore
         }
 
     def restore(self, hf_config: Any) -> None:
         self.labels = [hf_config.id2label[i] for i in range(len(hf_config.id2label))]
         self.multi_label = hf_config.problem_type == "multi_label_classification"
+        self._use_groups(getattr(hf_config, "label_groups", None))
 
     # ---- data checks --------------------------------------------------------------------
     def _text_fields(self) -> list[str]:
@@ -118,14 +217,25 @@ class ClassificationTask(Task):
             issues += checks.check_duplicates(dataset.records, self._key,
                                               lambda r: tuple(self.label_values(r)),
                                               self.cfg.data.text_column)
-            if split != "train":
-                known_from = datasets["train"].path if "train" in datasets else "the model's labels"
-                issues += checks.check_known_values(dataset.records, label_field, self.label_values,
-                                                    set(self.labels), known_from)
+            issues += self._unknown_labels(split, dataset, datasets)
             if split != "train" and "train" in datasets:
                 issues += checks.check_overlap(datasets["train"].records, dataset.records, self._key,
                                                self.cfg.data.text_column, split)
         return issues
+
+    def _unknown_labels(self, split: str, dataset: Dataset, datasets: dict[str, Dataset]) -> list[DataIssue]:
+        """Labels the head cannot predict: outside data.labels (every split), else evaluation
+        labels that train lacks."""
+        field = self.cfg.data.label_column
+        if self.fixed_labels is not None:
+            found = checks.check_known_values(dataset.records, field, self.label_values,
+                                              set(self.fixed_labels), "data.labels (the fixed label set)")
+            return [dataclasses.replace(i, hint="add the label to data.labels, or fix or remove the row")
+                    for i in found]
+        if split == "train":
+            return []
+        known_from = datasets["train"].path if "train" in datasets else "the model's labels"
+        return checks.check_known_values(dataset.records, field, self.label_values, set(self.labels), known_from)
 
     # ---- encoding -----------------------------------------------------------------------
     def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int,
@@ -169,8 +279,24 @@ class ClassificationTask(Task):
         logits = logits.float()
         if self.multi_label:
             return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
+        if self._group_of is not None:
+            return self._grouped_loss(logits, labels, weights)
         return F.cross_entropy(logits, labels, weight=weights,
                                label_smoothing=self.cfg.train.label_smoothing)
+
+    def _grouped_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy whose softmax spans each example's gold-label group only: per group,
+        what F.cross_entropy gives on that group's logits (label smoothing spread over the
+        group, class weights and their weighted mean as PyTorch takes them)."""
+        group_of = torch.as_tensor(self._group_of, device=logits.device)
+        member = group_of[labels][:, None] == group_of[None, :]  # (batch, num_labels)
+        log_p = logits.masked_fill(~member, float("-inf")).log_softmax(-1)
+        log_p = log_p.masked_fill(~member, 0.0)  # no -inf left for the smoothing sum to meet
+        w = weights if weights is not None else torch.ones(logits.shape[-1], device=logits.device)
+        nll = -log_p.gather(1, labels[:, None]).squeeze(1) * w[labels]  # (batch,)
+        smooth = -(log_p * w).sum(-1) / member.sum(-1)  # (batch,) mean over the group
+        eps = self.cfg.train.label_smoothing
+        return ((1 - eps) * nll + eps * smooth).sum() / w[labels].sum()
 
     def metrics(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
         logits = np.stack(logits)
@@ -178,25 +304,50 @@ class ClassificationTask(Task):
         if self.multi_label:
             probs = 1.0 / (1.0 + np.exp(-logits))
             return M.multi_label_metrics(labels, probs, self.labels, self.cfg.eval.threshold)
-        return M.single_label_metrics(labels, logits.argmax(-1), self.labels)
+        if self._group_of is None:
+            return M.single_label_metrics(labels, logits.argmax(-1), self.labels)
+        # The task (the gold label's group) is known when scoring: predictions, and the per-class
+        # report and averages, cover only the groups the data holds.
+        member = self._group_of[labels][:, None] == self._group_of[None, :]
+        predicted = np.where(member, logits, -np.inf).argmax(-1)
+        kept = [i for i in range(len(self.labels)) if self._group_of[i] in set(self._group_of[labels].tolist())]
+        index = np.full(len(self.labels), -1)
+        index[kept] = np.arange(len(kept))
+        return M.single_label_metrics(index[labels], index[predicted], [self.labels[i] for i in kept])
 
-    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
+    def _columns(self, labels: Sequence[str] | str | None) -> tuple[list[str], list[int]]:
+        """The labels a prediction chooses among (default: all) and their logit columns."""
+        if labels is None:
+            return self.labels, list(range(len(self.labels)))
+        names = parse_labels(labels, "labels") or []
+        unknown = [n for n in names if n not in self.labels]
+        if unknown or not names:
+            what = f"unknown label(s) {', '.join(map(repr, unknown))}" if unknown else "no labels given"
+            raise ValueError(f"labels={labels!r}: {what}; choose among this model's labels: "
+                             f"{', '.join(self.labels)}")
+        return names, [self.labels.index(n) for n in names]
+
+    def decode(self, logits: Sequence[np.ndarray], encoded: Encoded, labels: Sequence[str] | str | None = None,
+               **options: Any) -> list[dict[str, Any]]:
+        """Predictions over all labels, or over `labels` only (e.g. one task's group): the
+        softmax, label, score and probabilities then cover just those."""
+        names, columns = self._columns(labels)
         if not len(logits):
             return []
-        logits = np.stack(logits)
+        logits = np.stack(logits)[:, columns]
         # Each prediction says whether its input was cut to fit the model (tokens beyond
         # model.max_length were not read).
         limit = self.cfg.model.max_length
         cut = [{"truncated": n > limit, "tokens": n} for n in encoded.lengths] or [{}] * len(logits)
         if self.multi_label:
             probs = 1.0 / (1.0 + np.exp(-logits))
-            return [{"labels": [l for l, p in zip(self.labels, row) if p >= self.cfg.eval.threshold],
-                     "scores": {l: float(p) for l, p in zip(self.labels, row)}, **c}
+            return [{"labels": [l for l, p in zip(names, row) if p >= self.cfg.eval.threshold],
+                     "scores": {l: float(p) for l, p in zip(names, row)}, **c}
                     for row, c in zip(probs, cut)]
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         probs = shifted / shifted.sum(-1, keepdims=True)
-        return [{"label": self.labels[int(row.argmax())], "score": float(row.max()),
-                 "probabilities": {l: float(p) for l, p in zip(self.labels, row)}, **c}
+        return [{"label": names[int(row.argmax())], "score": float(row.max()),
+                 "probabilities": {l: float(p) for l, p in zip(names, row)}, **c}
                 for row, c in zip(probs, cut)]
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
@@ -205,7 +356,7 @@ class ClassificationTask(Task):
         from ..evaluation.plots import confusion_matrix
 
         path = Path(out_dir) / f"{prefix}confusion_matrix.png"
-        confusion_matrix(metrics["confusion_matrix"], self.labels, path)
+        confusion_matrix(metrics["confusion_matrix"], list(metrics.get("per_class") or self.labels), path)
         return [path]
 
     def summary(self, metrics: dict[str, Any]) -> str:

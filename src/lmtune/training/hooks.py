@@ -101,6 +101,11 @@ class BatchSource:
         return len(self.step_batches(0))
 
 
+# Builds a run's batch source around its default one (shuffled, length-grouped over the run's
+# own encoded training data), e.g. to mix replayed examples into every step batch.
+SourceWrapper = Callable[[BatchSource], BatchSource]
+
+
 def planned_steps(source: BatchSource, epochs: float, max_steps: int = 0) -> int:
     """Optimizer steps a run will take: max_steps, else epochs x steps per epoch."""
     return max_steps or math.ceil(epochs * source.steps_per_epoch())
