@@ -206,8 +206,10 @@ def _score(predictor: Any, cfg: Config, split: str) -> float | None:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    folder = RunFolder(run_dir).checkpoints
-    return folder.is_dir() and any(folder.iterdir())
+    """Whether the run has a complete checkpoint (latest.txt names one only once it is written)."""
+    from ...training.checkpoint import read_pointer
+
+    return read_pointer(RunFolder(run_dir).checkpoints, "latest.txt") is not None
 
 
 def _start(sequence_path: Path, overrides: Sequence[tuple[str, Any]]) -> Job:
