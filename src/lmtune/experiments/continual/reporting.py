@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from .report import format_matrix, heatmap, transfer_metrics
-from .strategies import step_records
 
 
 def write_report(job: Any, quiet: bool = False) -> dict[str, Any]:
@@ -75,16 +74,16 @@ def routing_report(job: Any) -> dict[str, Any] | None:
     if router is None:
         return None
     embed = Embedder(job.base.model.name)
-    texts = {s.name: step_records(job.data_config(s), "test") for s in job.steps}
+    texts = {s.name: job.records(s, "test") for s in job.steps}
     embedded = {name: embed([str(r.fields["text"]) for r in records]) for name, records in texts.items() if records}
     result = router.accuracy(embedded)
     right = total = 0
-    runs = {s.name: job.run_dir(i) for i, s in enumerate(job.steps)}
+    predictors = {s.name: load(job.run_dir(i)) for i, s in enumerate(job.steps)}
     for name, records in texts.items():
         routes = router.route(embedded[name]) if records else []
         for target in set(routes):
             chosen = [r for r, route in zip(records, routes) if route == target]
-            predictions = load(runs[target]).predict([str(r.fields["text"]) for r in chosen])
+            predictions = predictors[target].predict([str(r.fields["text"]) for r in chosen])
             right += sum(p["label"] == str(r.fields["label"]) for p, r in zip(predictions, chosen))
         total += len(records)
     result["routed_accuracy"] = right / total if total else None

@@ -45,6 +45,14 @@ class Job:
         self.root, self.steps, self.base, self.heads, self.state = root, steps, base, heads, state
         self.strategy: Strategy = make_strategy(base.continual, root, base.train.seed)
         self.multitask = base.continual.strategy == "multitask"
+        self._records: dict[tuple[str, str], list[Record]] = {}
+
+    def records(self, step: Step, split: str) -> list[Record]:
+        """A step's records of a split, read once for the whole sequence (the matrix scores
+        every step after every step)."""
+        if (step.name, split) not in self._records:
+            self._records[step.name, split] = step_records(self.data_config(step), split)
+        return self._records[step.name, split]
 
     # ---- configs of the steps -----------------------------------------------------------------
     def data_config(self, step: Step) -> Config:
@@ -158,11 +166,11 @@ class Job:
             row: list[float | None] = [None] * len(self.steps)
             for j, step in enumerate(self.steps):
                 if self.strategy.shared_model and (j <= index or self.heads.mode == "shared" or self.multitask):
-                    row[j] = _score(predictor, self.data_config(step), split)
+                    row[j] = _score(predictor, self.records(step, split))
                 elif not self.strategy.shared_model and j < index:
                     row[j] = matrix[j][j]  # step j's own adapter answers it: nothing changes
                 elif not self.strategy.shared_model and j == index:
-                    row[j] = _score(predictor, self.data_config(step), split)
+                    row[j] = _score(predictor, self.records(step, split))
             del matrix[index:]
             matrix.append(row)
 
@@ -181,7 +189,7 @@ class Job:
         path = resolve_model(cfg.model.name)
         model, _ = load_model(path, task.auto_model_class, **task.model_config())
         predictor = Predictor(model, load_tokenizer(path), task, cfg)
-        return {split: [_score(predictor, self.data_config(step), split) for step in self.steps]
+        return {split: [_score(predictor, self.records(step, split)) for step in self.steps]
                 for split in ("test", "validation")}
 
     # ---- the folder ---------------------------------------------------------------------------
@@ -197,8 +205,7 @@ class Job:
             print(message, flush=True)
 
 
-def _score(predictor: Any, cfg: Config, split: str) -> float | None:
-    records = step_records(cfg, split)
+def _score(predictor: Any, records: list[Record]) -> float | None:
     if not records:
         return None
     metrics = predictor.evaluate_records(as_columns(records, predictor.cfg))
@@ -214,11 +221,7 @@ def _has_checkpoint(run_dir: Path) -> bool:
 
 def _start(sequence_path: Path, overrides: Sequence[tuple[str, Any]]) -> Job:
     sequence = read_sequence(sequence_path)
-    base = Config.from_dict(copy.deepcopy(sequence.config), source=str(sequence_path))
-    for key, value in overrides:
-        base.override(key, value)
-    if sequence.heads and base.continual.heads == "auto":
-        base.continual.heads = sequence.heads
+    base = _base_config(sequence, overrides)
     check_group(base, "continual")
     if not task_class(base.task).learns_in_sequence:
         raise ConfigError(f"{sequence_path}: continual learning trains classification steps, not {base.task!r}")
@@ -248,14 +251,20 @@ def _resume(root: Path) -> Job:
         raise ConfigError(f"{root} is not a continual run folder: it has no {STATE}{hint}")
     state = json.loads(path.read_text())
     sequence = read_sequence(state["sequence"])
-    base = Config.from_dict(copy.deepcopy(sequence.config), source=state["sequence"])
-    for key, value in state["overrides"]:
-        base.override(key, value)
-    if sequence.heads and base.continual.heads == "auto":
-        base.continual.heads = sequence.heads
+    base = _base_config(sequence, state["overrides"])
     base.train.output_dir, base.train.run_name = str(root.parent), None
     heads = Heads(**state["heads"])
     return Job(root, sequence.steps, base, heads, state)
+
+
+def _base_config(sequence: Any, overrides: Sequence[Sequence[Any]]) -> Config:
+    """The sequence file's config with the command's overrides; its `heads:` unless overridden."""
+    base = Config.from_dict(copy.deepcopy(sequence.config), source=str(sequence.path))
+    for key, value in overrides:
+        base.override(key, value)
+    if sequence.heads and base.continual.heads == "auto":
+        base.continual.heads = sequence.heads
+    return base
 
 
 def _check_strategy(base: Config, where: Path) -> None:

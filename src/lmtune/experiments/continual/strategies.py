@@ -17,16 +17,20 @@ from ...data.records import Dataset, Record
 def step_records(cfg: Config, split: str = "train") -> list[Record]:
     """A step's records of one split as its run reads them (validation carved as the run carves
     it), under the common field names text / text_pair / label, whatever its file calls them."""
-    data = cfg.data
-    names = {"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column}
+    names = _field_names(cfg)
     return [Record({k: r.fields.get(v) for k, v in names.items() if v}, r.source, r.line)
             for r in load_splits(cfg).get(split, Dataset("", [])).records]
 
 
+def _field_names(cfg: Config) -> dict[str, str | None]:
+    """Common field name -> the name a run's files use."""
+    data = cfg.data
+    return {"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column}
+
+
 def as_columns(records: list[Record], cfg: Config) -> list[Record]:
     """Common-name records (step_records) under the field names a run reads."""
-    data = cfg.data
-    names = {"text": data.text_column, "text_pair": data.text_pair_column, "label": data.label_column}
+    names = _field_names(cfg)
     return [Record({names[k]: v for k, v in r.fields.items() if names.get(k)}, r.source, r.line) for r in records]
 
 
