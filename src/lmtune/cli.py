@@ -198,25 +198,52 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .pipeline import evaluate
 
+    robust = args.perturb is not None or args.attack
+    if args.zero_shot and robust:
+        raise ConfigError("--perturb and --attack score a run (or --model with --task generation); "
+                          "they do not apply to --zero-shot")
     if args.zero_shot:
         return _evaluate_prompted(args)
     if args.run is None and args.model is None:
         raise ConfigError("give a run folder, or --model with --zero-shot (or --task generation)")
+    if args.limit is not None and not args.attack:
+        raise ConfigError("--limit applies to --zero-shot (the first N rows) and --attack (a random sample)")
     evaluate(args.run, args.data, base=None if args.run else _base_config(args),
              text_column=args.text_column, text_pair_column=args.text_pair_column,
-             label_column=args.label_column, on_error=args.on_error, data_format=args.data_format)
+             label_column=args.label_column, on_error=args.on_error, data_format=args.data_format,
+             perturb=args.perturb, perturb_rate=args.perturb_rate, seed=args.seed, synonyms=args.synonyms,
+             attack=args.attack, attack_cap=args.attack_cap, attack_candidates=args.attack_candidates,
+             limit=args.limit)
     return 0
 
 
 def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     """A file whose fields are named differently from the training data's can still be scored
-    (--text-column and --label-column come with the prompting flags)."""
+    (--text-column and --label-column come with the prompting flags); and the robustness
+    checks (perturbed copies, the attack)."""
     parser.add_argument("--text-pair-column", help="second text field of --data (text-pair models)")
     parser.add_argument("--data.on-error", "--data.on_error", dest="on_error", choices=["raise", "skip"],
                         help="skip: leave out rows with errors (counted and printed); default: the run's")
     parser.add_argument("--data.format", dest="data_format",
                         choices=["auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad"],
                         help="how to read --data (auto: by extension, else the run's usual layout)")
+    robust = parser.add_argument_group("robustness (README: Robustness evaluation)")
+    robust.add_argument("--perturb", nargs="?", const="all", metavar="KINDS",
+                        help="also score perturbed copies of --data, per kind: typo,case,punct,synonym,swap "
+                             "(also insert, delete; alone: the first five); writes robustness.json/.md")
+    robust.add_argument("--perturb-rate", type=float, default=0.1, metavar="SHARE",
+                        help="share of the words each perturbation changes, in (0, 1] (default: 0.1)")
+    robust.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seeds the perturbations and --limit's sample (default: 0)")
+    robust.add_argument("--synonyms", default="auto", choices=["auto", "wordnet", "embeddings"],
+                        help="where synonyms come from (auto: WordNet if installed, else the model's "
+                             "embedding neighbours)")
+    robust.add_argument("--attack", action="store_true",
+                        help="word-substitution attack on a classification run; writes attack.json/.jsonl")
+    robust.add_argument("--attack-cap", type=float, default=0.2, metavar="SHARE",
+                        help="most words an attack may change, as a share of the words (default: 0.2)")
+    robust.add_argument("--attack-candidates", type=int, default=20, metavar="N",
+                        help="synonyms tried per word (default: 20)")
 
 
 def _base_config(args: argparse.Namespace) -> Config:
@@ -546,7 +573,8 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", allow_abbrev=False, help="score a run on labeled data")
     evaluate.add_argument("run", nargs="?")
     evaluate.add_argument("--data", required=True, help="labeled file (same columns as training)")
-    evaluate.add_argument("--limit", type=int, help="zero-shot: the first N rows only")
+    evaluate.add_argument("--limit", type=int, help="zero-shot: the first N rows only; --attack: a seeded "
+                                                    "random sample of N rows")
     evaluate.add_argument("--output", help="zero-shot: write the metrics JSON here")
     _add_prompting_flags(evaluate)
     _add_evaluate_flags(evaluate)

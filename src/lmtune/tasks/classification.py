@@ -11,7 +11,7 @@ import ast
 import dataclasses
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,10 @@ from ..config import ConfigError
 from ..data import checks
 from ..data.records import DataIssue, Dataset, Record
 from ..evaluation import metrics as M
-from .base import Encoded, Task
+from .base import Encoded, Task, edit_fields
+
+if TYPE_CHECKING:
+    from ..data.edits import Edit
 
 
 def _label_sort_key(label: str) -> tuple:
@@ -84,6 +87,15 @@ class ClassificationTask(Task):
                             for m in ("f1", "precision", "recall")}}
     peft_task_type = "SEQ_CLS"
     learns_in_sequence = True
+
+    @property
+    def attackable(self) -> bool:  # type: ignore[override]
+        """Single-label only: an attack flips the one predicted label; a label set has no one label."""
+        return not self.multi_label
+
+    def edit_record(self, record: Record, edit: Edit) -> tuple[Record, int]:
+        """The text, then the pair text, rewritten; the label stays."""
+        return edit_fields(record, self._text_fields(), edit)
 
     def same_prediction(self, a: Any, b: Any) -> bool:
         """The same label (multi-label: the same label set); probabilities may differ slightly."""

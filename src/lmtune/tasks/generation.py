@@ -14,15 +14,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
-from .base import Encoded, Feature, Task
+from .base import Encoded, Feature, Task, edit_fields
 from .batch import IGNORE_INDEX, pad_token_labels
+
+if TYPE_CHECKING:
+    from ..data.edits import Edit
 
 
 class GenerationTask(Task):
@@ -40,6 +43,13 @@ class GenerationTask(Task):
 
     def format_prediction(self, prediction: Any, text: str) -> str:
         return prediction["generated_text"] + "\n"
+
+    def edit_record(self, record: Record, edit: Edit) -> tuple[Record, int]:
+        """The prompt only (the response is the target); a chat record is returned as it is."""
+        messages = record.fields.get("messages")
+        if isinstance(messages, list) and messages:
+            return record, 0
+        return edit_fields(record, [self.cfg.data.prompt_column], edit)
 
     @property
     def auto_model_class(self) -> Any:

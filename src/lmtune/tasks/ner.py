@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +23,13 @@ import torch.nn.functional as F
 from ..data.records import DataIssue, Dataset, Record
 from ..data.tags import best_valid_tags, detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
 from ..data.words import join_words, split_words
-from .base import Encoded, Task, require_text
+from .base import Encoded, RecordOp, Task, require_text
 from .batch import IGNORE_INDEX, pad_token_labels
+
+if TYPE_CHECKING:
+    from ..data.edits import Edit
+
+Mentions = dict[str, list[list[str]]]  # entity type -> the distinct mentions of it, as words
 
 
 class NerTask(Task):
@@ -115,6 +122,74 @@ class NerTask(Task):
         if isinstance(item, (list, tuple)) and all(isinstance(w, str) for w in item):
             return Record({"tokens": list(item)}, "<input>", index + 1)
         raise TypeError(f"input {index}: expected a string or a list of words, got {type(item).__name__}")
+
+    # ---- editing: augmentation, perturbations ---------------------------------------------
+    def edit_record(self, record: Record, edit: Edit) -> tuple[Record, int]:
+        """The words edited around the entities, which are protected (never changed, moved, split
+        or preceded by an insertion); each tag follows its word, inserted words are O."""
+        words, _, _ = self.words(record)
+        tags = self.tags(record)
+        result = edit(words, [t != "O" for t in tags])
+        if not result.changed:
+            return dataclasses.replace(record, fields=dict(record.fields)), 0
+        new_tags = ["O" if s is None else tags[s] for s in result.source]
+        return self._rebuilt(record, result.words, new_tags, result.source), result.changed
+
+    def record_ops(self, train: Sequence[Record]) -> dict[str, RecordOp]:
+        """"mention": entity mentions replaced by other training mentions of their type."""
+        pool: dict[str, dict[tuple[str, ...], None]] = {}  # ordered sets: the same pool every run
+        for record in train:
+            words = self.words(record)[0]
+            for kind, first, last in entity_spans(self.tags(record)):
+                pool.setdefault(kind, {})[tuple(words[first:last])] = None
+        mentions = {kind: [list(m) for m in found] for kind, found in pool.items()}
+        return {"mention": lambda record, rng, rate: self._replace_mentions(record, rng, rate, mentions)}
+
+    def _replace_mentions(self, record: Record, rng: random.Random, rate: float,
+                          mentions: Mentions) -> tuple[Record, int]:
+        """~rate of the record's mentions (at least one) swapped for another mention of the same
+        type; returns the words of the new mentions as the words changed."""
+        from ..data.edits import how_many
+
+        words, tags = self.words(record)[0], self.tags(record)
+        spans = entity_spans(tags)
+        source: list[int | None] = list(range(len(words)))
+        changed = 0
+        for i in sorted(rng.sample(range(len(spans)), how_many(rate, len(spans))), reverse=True):
+            kind, first, last = spans[i]  # right to left: earlier spans keep their indices
+            others = [m for m in mentions.get(kind, []) if m != words[first:last]]
+            if not others:
+                continue
+            mention = rng.choice(others)
+            words[first:last] = mention
+            tags[first:last] = [f"B-{kind}"] + [f"I-{kind}"] * (len(mention) - 1)
+            source[first:last] = [first] * len(mention)
+            changed += len(mention)
+        if not changed:
+            return dataclasses.replace(record, fields=dict(record.fields)), 0
+        return self._rebuilt(record, words, tags, source), changed
+
+    def _rebuilt(self, record: Record, words: list[str], tags: list[str],
+                 source: list[int | None]) -> Record:
+        """A copy of `record` holding `words` tagged `tags` (IOB2), in the record's own form:
+        tokens + tags, or text (words joined by spaces) + entities with exact offsets."""
+        fields = dict(record.fields)
+        if "tokens" in fields:
+            fields["tokens"] = words
+            if "tags" in fields:
+                fields["tags"] = tags
+        else:
+            fields["text"], spans = join_words(words)
+            entities = [{"start": spans[first][0], "end": spans[last - 1][1], "label": kind}
+                        for kind, first, last in entity_spans(tags)]
+            if "entities" in fields:
+                fields["entities"] = entities
+            if "tags" in fields:  # the new text splits into its own words: tag those
+                fields["tags"] = self.tags(Record({"text": fields["text"], "entities": entities}, "", 0))
+        if "token_lines" in fields:  # a word keeps the line it came from; a new one the record's
+            lines = fields["token_lines"]
+            fields["token_lines"] = [record.line if s is None else lines[s] for s in source]
+        return dataclasses.replace(record, fields=fields)
 
     # ---- data checks --------------------------------------------------------------------
     def required_columns(self, columns: Sequence[str], labeled: bool = True) -> list[tuple[str, str | None]]:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,10 @@ import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
 from ..evaluation.squad_metrics import squad_scores
-from .base import Encoded, Task, require_text
+from .base import Encoded, Task, edit_fields, require_text
+
+if TYPE_CHECKING:
+    from ..data.edits import Edit
 
 
 def gold_answers(record: Record) -> list[dict[str, Any]]:
@@ -47,6 +50,10 @@ class QuestionAnsweringTask(Task):
 
     def input_fields(self) -> tuple[str, str | None]:
         return "question", "context"  # the SQuAD field names, whatever the training file was
+
+    def edit_record(self, record: Record, edit: Edit) -> tuple[Record, int]:
+        """The question only: the answers are character spans of the context, which stays."""
+        return edit_fields(record, ["question"], edit)
 
     def format_prediction(self, prediction: Any, text: str) -> str:
         """One line per answer (top_k > 1 gives a list): the answer, its span and score."""
