@@ -456,8 +456,10 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
     or a Synonyms object. The returned metrics then hold "robustness" and "attack" too."""
     from .inference.predictor import load, load_base
 
-    robust = _robustness_options(perturb, perturb_rate, seed, synonyms, attack, attack_cap,
-                                 attack_candidates, limit)
+    from .evaluation.robustness import RobustnessRequest
+
+    robust = RobustnessRequest.checked(perturb, perturb_rate, seed, synonyms, attack, attack_cap,
+                                       attack_candidates, limit)  # before the model loads
     predictor = load_base(base) if base is not None else load(run_dir)
     if attack:
         from .evaluation.attack import check_attackable
@@ -476,64 +478,9 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
     (out / "report.txt").write_text(summary + "\n")
     predictor.task.plots(metrics, out)
     _say(f"{data}\n{summary}\nreport written to {out}", quiet)
-    if robust.kinds or robust.attack is not None:
-        metrics.update(_robustness(predictor, dataset.records, metrics, robust, out, quiet))
+    if robust.wanted:
+        metrics.update(robust.run(predictor, dataset.records, metrics, out, lambda m: _say(m, quiet), quiet))
     return metrics
-
-
-@dataclass
-class _Robustness:
-    """evaluate's robustness options, checked."""
-
-    kinds: list[str]
-    rate: float
-    seed: int
-    synonyms: Any
-    attack: Any  # AttackSettings, or None
-
-
-def _robustness_options(perturb: str | Sequence[str] | None, rate: float, seed: int, synonyms: Any,
-                        attack: bool, cap: float, candidates: int, limit: int | None) -> _Robustness:
-    """Bad values fail here, before the model loads."""
-    from .evaluation.attack import AttackSettings
-    from .evaluation.robustness import check_share, parse_kinds
-
-    kinds = parse_kinds(perturb) if perturb else []
-    if kinds:
-        check_share(rate, "--perturb-rate")
-    settings = AttackSettings(cap, candidates, limit, seed).check() if attack else None
-    from .data.synonyms import KINDS
-
-    if isinstance(synonyms, str) and synonyms not in KINDS:
-        raise ConfigError(f"--synonyms {synonyms!r}: choose {', '.join(KINDS)} (or pass a Synonyms object)")
-    return _Robustness(kinds, rate, seed, synonyms, settings)
-
-
-def _robustness(predictor: Any, records: Sequence[Any], clean: dict[str, Any], robust: _Robustness,
-                out: Path, quiet: bool) -> dict[str, Any]:
-    """The perturbation table and the attack, saved under `out` and said; returned by name."""
-    from .evaluation import attack as attacks
-    from .evaluation import robustness as R
-
-    results: dict[str, Any] = {}
-    needs = robust.attack is not None or bool({"synonym", "insert"} & set(robust.kinds))
-    synonyms = R.resolve_synonyms(robust.synonyms, predictor) if needs else None
-    if synonyms is not None:
-        _say(f"synonyms: {synonyms.name}", quiet)
-    if robust.kinds:
-        table = R.robustness_table(predictor, records, clean, robust.kinds, robust.rate, robust.seed, synonyms)
-        R.save_table(table, out)
-        if not quiet:
-            R.print_table(table, f"robustness (rate {robust.rate}, seed {robust.seed})")
-        _say(f"robustness table written to {out / 'robustness.md'}", quiet)
-        results["robustness"] = table
-    if robust.attack is not None:
-        report, rows = attacks.run_attack(predictor, records, synonyms, robust.attack, progress=not quiet)
-        attacks.save_attack(report, rows, out)
-        _say(f"{attacks.summary(report)}\nattack written to {out / 'attack.json'} (successful attacks: "
-             f"{out / 'attack.jsonl'})", quiet)
-        results["attack"] = report
-    return results
 
 
 def _evaluation_data(predictor: Any, data: str | Path, overrides: dict[str, str | None],

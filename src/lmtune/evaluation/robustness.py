@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..config import ConfigError
 from ..data.records import Record
@@ -218,3 +218,58 @@ def save_table(table: dict[str, Any], out: Path) -> None:
     """robustness.json (everything, with a few perturbed texts per kind) and robustness.md."""
     (out / "robustness.json").write_text(json.dumps(table, indent=1))
     (out / "robustness.md").write_text(markdown(table))
+
+
+@dataclass
+class RobustnessRequest:
+    """What `lmtune evaluate` is asked beyond the clean metrics (a perturbation table, the
+    attack), checked before the model loads."""
+
+    kinds: list[str]
+    rate: float
+    seed: int
+    synonyms: Any  # a kind name or a Synonyms object
+    attack: Any  # AttackSettings, or None
+
+    @classmethod
+    def checked(cls, perturb: str | Sequence[str] | None, rate: float, seed: int, synonyms: Any,
+                attack: bool, cap: float, candidates: int, limit: int | None) -> "RobustnessRequest":
+        from ..data.synonyms import KINDS
+        from .attack import AttackSettings
+
+        kinds = parse_kinds(perturb) if perturb else []
+        if kinds:
+            check_share(rate, "--perturb-rate")
+        settings = AttackSettings(cap, candidates, limit, seed).check() if attack else None
+        if isinstance(synonyms, str) and synonyms not in KINDS:
+            raise ConfigError(f"--synonyms {synonyms!r}: choose {', '.join(KINDS)} (or pass a Synonyms object)")
+        return cls(kinds, rate, seed, synonyms, settings)
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.kinds) or self.attack is not None
+
+    def run(self, predictor: Any, records: Sequence[Record], clean: dict[str, Any], out: Path,
+            say: Callable[[str], None], quiet: bool) -> dict[str, Any]:
+        """The table and the attack, saved under `out` and said; returned as "robustness" and "attack"."""
+        from . import attack as attacks
+
+        results: dict[str, Any] = {}
+        needs = self.attack is not None or bool({"synonym", "insert"} & set(self.kinds))
+        synonyms = resolve_synonyms(self.synonyms, predictor) if needs else None
+        if synonyms is not None:
+            say(f"synonyms: {synonyms.name}")
+        if self.kinds:
+            table = robustness_table(predictor, records, clean, self.kinds, self.rate, self.seed, synonyms)
+            save_table(table, out)
+            if not quiet:
+                print_table(table, f"robustness (rate {self.rate}, seed {self.seed})")
+            say(f"robustness table written to {out / 'robustness.md'}")
+            results["robustness"] = table
+        if self.attack is not None:
+            report, rows = attacks.run_attack(predictor, records, synonyms, self.attack, progress=not quiet)
+            attacks.save_attack(report, rows, out)
+            say(f"{attacks.summary(report)}\nattack written to {out / 'attack.json'} (successful attacks: "
+                f"{out / 'attack.jsonl'})")
+            results["attack"] = report
+        return results
