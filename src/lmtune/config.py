@@ -183,9 +183,10 @@ class RobustConfig:
     """Robustness: adversarial training on the input embeddings."""
     adversarial: str = option("none", "none | fgm | pgd | freelb: perturb the input embeddings against the "
                                       "loss and train on the clean and the perturbed loss")
-    epsilon: float = option(1.0, "size of the perturbation: its L2 norm per example (l2), or its largest "
-                                 "value per element (linf)")
-    alpha: float = option(0.3, "pgd, freelb: size of each ascent step")
+    epsilon: float = option(0.2, "size of the perturbation: its L2 norm per example (l2), or its largest "
+                                 "value per element (linf); 0.2 kept SST-2's clean accuracy and resisted "
+                                 "the attack best (README), 1.0 hurt both")
+    alpha: float = option(0.1, "pgd, freelb: size of each ascent step")
     steps: int = option(3, "pgd, freelb: ascent steps per micro-batch")
     norm: str = option("l2", "l2 | linf: the ball the perturbation stays in")
     adversarial_weight: float = option(1.0, "weight of the adversarial loss added to the clean loss")
