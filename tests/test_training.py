@@ -78,6 +78,15 @@ def test_early_stopping_stops_and_keeps_best(tiny_model, toy_data, tmp_path):
     assert metrics["training"]["steps"] < 30 * 13
 
 
+def test_evaluations_per_epoch_fall_at_equal_fractions_of_each_epoch(tiny_model, toy_data, tmp_path):
+    """200 rows at batch 16: 13 steps an epoch, thirds end at steps 5, 9 and 13; max_steps 20 ends
+    mid-epoch and gets its own final evaluation."""
+    cfg = tiny_config(tiny_model, toy_data, tmp_path, epochs=2, max_steps=20, evals_per_epoch=3)
+    run = finetune(cfg, quiet=True)
+    steps = [r["step"] for r in run.log_rows() if r["kind"] == "eval"]
+    assert steps == [5, 9, 13, 18, 20]
+
+
 @pytest.mark.parametrize("metric, pick", [("loss", min), ("accuracy", max)])
 def test_the_best_checkpoint_follows_the_metrics_direction(metric, pick, tiny_model, toy_data, tmp_path):
     """No greater_is_better given: loss is lower-is-better, accuracy higher-is-better."""

@@ -137,6 +137,8 @@ def _add_prompting_flags(parser: argparse.ArgumentParser) -> None:
                         help="classify by prompting --model (decoder: label likelihood; encoder: similarity)")
     parser.add_argument("--labels", help="a,b,c or value=word pairs (0=negative,1=positive)")
     parser.add_argument("--shots", type=int, default=0, help="in-context examples (few-shot)")
+    parser.add_argument("--description", help="encoder: how a label is described, e.g. 'a {label} review'")
+    parser.add_argument("--instruction", help="decoder: the instruction ({labels}: the label words)")
     parser.add_argument("--shots-from", help="labeled file to draw the examples from")
     parser.add_argument("--text-column", help="text field of --data / --shots-from (default text)")
     parser.add_argument("--label-column", help="label field of --data / --shots-from (default label)")
@@ -278,8 +280,9 @@ def _prompted(args: argparse.Namespace) -> Any:
         records = read_table(args.shots_from).records
         shots = draw_shots(records, lambda r: str(r.fields.get(args.text_column or "text", "")),
                            lambda r: str(r.fields.get(args.label_column or "label", "")), labels, args.shots)
+    options = {k: v for k, v in (("description", args.description), ("instruction", args.instruction)) if v}
     return load_prompted(args.model, labels, shots, text_column=args.text_column or "text",
-                         label_column=args.label_column or "label")
+                         label_column=args.label_column or "label", **options)
 
 
 def _evaluate_prompted(args: argparse.Namespace) -> int:
@@ -500,6 +503,8 @@ def cmd_data_check(args: argparse.Namespace, extra: Sequence[str]) -> int:
         stats = row["lengths"]
         print(f"\n{name}: {row['file']}: {row['rows_read']} examples, {row['errors']} error(s), "
               f"{row['warnings']} warning(s)")
+        if row.get("rows_sampled"):  # --train.examples-per-class: what follows describes the sample
+            print(f"  {row['rows_sampled']} drawn, {row['examples_per_class']} per class; the figures below are theirs")
         if stats.get("examples"):
             print(f"  tokens per example: mean {stats['tokens_mean']}, median {stats['tokens_p50']}, "
                   f"p95 {stats['tokens_p95']}, max {stats['tokens_max']}; "

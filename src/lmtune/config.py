@@ -50,6 +50,8 @@ class DataConfig:
     text_column: str = option("text", "field holding the input text")
     text_pair_column: Optional[str] = option(None, "second text for pair tasks (NLI, paraphrase)")
     label_column: str = option("label", "field holding the label")
+    template: Optional[str] = option(None, "classification: the input as a prompt, e.g. 'Review: {text}' "
+                                           "({text}, {pair}); a decoder's chat template makes it the user turn")
     multi_label: bool = option(False, "several labels per example (sigmoid outputs, per-label F1)")
     label_separator: Optional[str] = option(None, "e.g. \"|\" for \"sports|politics\" multi-label fields")
     labels: Optional[str] = option(None, "fixed label set in head order, comma list (YAML: a list too); "
@@ -72,7 +74,7 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = option("full", "full | freeze | lora | adalora | ia3 | prefix | prompt")
+    name: str = option("full", "full | freeze | lora | adalora | ia3 | prefix | prompt | few-shot")
     freeze_embeddings: bool = option(False, "freeze: keep the embedding layer fixed")
     freeze_layers: int = option(0, "freeze: keep the lower N encoder layers fixed")
     modules_to_save: Optional[str] = option(None, "adapters: extra modules that train fully (comma list)")
@@ -100,6 +102,16 @@ class PromptSettings:
 
 
 @dataclass
+class FewShotSettings:
+    """--method few-shot: a sentence-embedding classifier started from the label descriptions."""
+    labels: Optional[str] = option(None, "the words for the label values, value=word,... (e.g. "
+                                         "0=negative,1=positive); None: the values themselves")
+    description: str = option("{label}", "how a label is described to the encoder, e.g. 'a {label} review'")
+    scale: float = option(20.0, "cosine similarities are multiplied by this before the softmax")
+    head_speed: float = option(100.0, "how many times faster than the encoder the class prototypes learn")
+
+
+@dataclass
 class TrainConfig:
     epochs: float = option(3.0, "passes over the training data (fractions allowed)")
     max_steps: int = option(0, "optimizer steps to train; > 0 overrides epochs")
@@ -114,6 +126,7 @@ class TrainConfig:
     group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
     eval_strategy: str = option("epoch", "when to evaluate on validation data: epoch | steps | no")
     eval_steps: int = option(500, "eval_strategy steps: evaluate every N optimizer steps")
+    evals_per_epoch: int = option(1, "eval_strategy epoch: evaluations per epoch, at equal fractions of it")
     save_steps: int = option(0, "extra checkpoints every N optimizer steps (0: at each evaluation)")
     keep_checkpoints: bool = option(False, "keep checkpoints/ after a finished run (default: only model/)")
     save_total_limit: int = option(1, "resume checkpoints kept while training (the best one is kept besides)")
@@ -123,6 +136,8 @@ class TrainConfig:
     class_weights: Optional[str] = option(None, "balanced (loss weighted by inverse class frequency) | none")
     label_smoothing: float = option(0.0, "classification: label smoothing of the cross-entropy loss")
     seed: int = option(42, "seed for the new head's weights, data order and dropout")
+    examples_per_class: int = option(0, "K-shot: train on a balanced sample of K rows per class, drawn "
+                                        "with the seed (0: every row); classification only")
     num_threads: int = option(0, "CPU threads torch uses (0: torch's default)")
     logging_steps: int = option(20, "log the training loss every N optimizer steps")
     output_dir: str = option("runs", "folder the run folder is created in")
@@ -260,6 +275,7 @@ class Config:
     lora: LoraSettings = group(LoraSettings, "LoRA and AdaLoRA settings")
     ia3: Ia3Settings = group(Ia3Settings, "IA3 settings")
     prompt: PromptSettings = group(PromptSettings, "prefix tuning and prompt tuning settings")
+    few_shot: FewShotSettings = group(FewShotSettings, "few-shot sentence classifier settings")
     train: TrainConfig = group(TrainConfig, "the training loop")
     eval: EvalConfig = group(EvalConfig, "evaluation and prediction")
     generation: GenerationSettings = group(GenerationSettings, "text generation, for the generation task")
@@ -449,11 +465,13 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("train.grad_accum", lambda v: v >= 1, ">= 1"),
     ("train.max_grad_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
     ("train.eval_steps", lambda v: v >= 1, ">= 1"),
+    ("train.evals_per_epoch", lambda v: v >= 1, ">= 1"),
     ("train.save_steps", lambda v: v >= 0, ">= 0"),
     ("train.save_total_limit", lambda v: v >= 1, ">= 1"),
     ("train.early_stopping_patience", lambda v: v >= 0, ">= 0 (0: off)"),
     ("train.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.num_threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    ("train.examples_per_class", lambda v: v >= 0, ">= 0 (0: every training row)"),
     ("train.logging_steps", lambda v: v >= 1, ">= 1"),
     ("eval.batch_size", lambda v: v >= 1, ">= 1"),
     ("eval.threshold", lambda v: 0 < v < 1, "in (0, 1)"),

@@ -16,6 +16,7 @@ from .config import Config, ConfigError, validate
 from .data import Dataset, load_splits, read_table
 from .data.checks import apply_policy, check_columns, check_rows_left
 from .data.records import DataError, DataIssue
+from .data.sampling import no_classes, sample_per_class
 from .methods import count_parameters, get_method
 from .models import default_learning_rate, load_model, load_tokenizer, quiet_transformers, resolve_model
 from .run import RunFolder, new_run, write_model_card
@@ -56,12 +57,17 @@ def length_stats(lengths: Sequence[int], max_length: int) -> dict[str, Any]:
 
 def prepare_data(cfg: Config, task: Task) -> tuple[dict[str, Dataset], dict[str, Any],
                                                                     list[DataIssue]]:
-    """Read, check and filter the splits; returns datasets, a data report and all issues."""
+    """Read, check and filter the splits, then draw the K-shot training sample if
+    --train.examples-per-class asks; returns datasets, a data report and all issues."""
+    k = cfg.train.examples_per_class
+    if k and not task.has_classes:
+        raise no_classes(task.name)  # before any file is read
     splits = load_splits(cfg, task.default_format)
     require_columns(task, splits.values())
     task.fit(splits["train"])
     issues = task.check(splits)
     counts_before = {name: len(ds.records) for name, ds in splits.items()}
+    classes = {c for r in splits["train"].records for c in task.record_classes(r)} if k else set()
     skipped = apply_policy(list(splits.values()), issues, cfg.data.on_error)
     report: dict[str, Any] = {}
     for name, ds in splits.items():
@@ -72,7 +78,28 @@ def prepare_data(cfg: Config, task: Task) -> tuple[dict[str, Dataset], dict[str,
             "warnings": sum(1 for i in issues if i.level == "warning" and i.source == ds.path),
             "format": ds.format,
         }
+    if k:
+        report["train"].update(_sample_train(cfg, task, splits["train"], classes))
     return splits, report, issues
+
+
+def _sample_train(cfg: Config, task: Task, train: Dataset, classes: set[str]) -> dict[str, Any]:
+    """Replace the checked training rows by K per class (seeded, in file order) and refit the
+    task on them, so its class counts and weights describe the rows it trains on; note what
+    was drawn. `classes`: those read, rows with errors included. Returns the report's figures."""
+    k, seed, rows = cfg.train.examples_per_class, cfg.train.seed, len(train.records)
+    head = task.model_config()
+    train.records = sample_per_class(train.records, task.record_classes, k, seed, train.path)
+    task.fit(train)
+    if task.model_config() != head:  # a class only rows with errors had: the head would lose it
+        lost = sorted(classes - {c for r in train.records for c in task.record_classes(r)})
+        raise ConfigError(f"--train.examples-per-class {k}: class(es) {', '.join(map(repr, lost))} "
+                          f"have no rows left in {train.path} (theirs had errors); fix those rows, "
+                          "or leave out --train.examples-per-class")
+    several = any(len(task.record_classes(r)) > 1 for r in train.records)
+    train.notes.append(f"train: {len(train.records):,} of {rows:,} rows drawn, "
+                       f"{'at least ' if several else ''}{k} per class (seed {seed})")
+    return {"rows_used": len(train.records), "rows_sampled": len(train.records), "examples_per_class": k}
 
 
 def require_columns(task: Task, datasets: Iterable[Dataset], labeled: bool = True) -> None:
@@ -402,7 +429,8 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
     method.save(model, tokenizer, run.model)
     run.write_metrics(metrics)
     learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
-    write_model_card(run, cfg, metrics, summary, task.auto_model_class.__name__, task.pipeline_tag)
+    write_model_card(run, cfg, metrics, summary, method.plain_auto_class or task.auto_model_class.__name__,
+                     task.pipeline_tag)
     if summary:
         _say(summary, quiet)
     _say(f"run folder: {run.root}", quiet)

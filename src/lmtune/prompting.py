@@ -141,18 +141,28 @@ class DecoderScorer(Calibrated):
 
 
 class EncoderSimilarity(Calibrated):
-    """Zero/few-shot with an encoder: cosine similarity to each label's description (and shots)."""
+    """Zero/few-shot with an encoder: cosine similarity to each label's description, moved by
+    the shots.
+
+    Shots do not join the centroids as they are: a few sentences' embeddings are mostly their
+    topic, so averaging them in pulled the centroids towards topic (SST-2, 8 per class: 0.63
+    against 0.74 zero-shot on 1,000 dev rows). Only what tells the classes apart is kept, each
+    class's shot mean minus the mean over classes, and it is trusted in proportion to the
+    evidence, K / (K + PRIOR_SHOTS): the description counts as PRIOR_SHOTS examples (0.74 at 8
+    per class, 0.75 at 64; chosen on those dev rows)."""
 
     calibrate = False  # no prompt to be biased by (measured: 0.735 calibrated vs 0.74 raw)
+    PRIOR_SHOTS = 32
 
     def __init__(self, model: Any, tokenizer: Any, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
                  description: str = "{label}", batch_size: int = 64):
         self.model, self.tokenizer, self.labels, self.batch_size = model.eval(), tokenizer, labels, batch_size
-        centroids = []
-        for value, word in zip(labels.values, labels.words):
-            texts = [description.format(label=word)] + [t for t, v in shots if v == value]
-            centroids.append(self.embed(texts).mean(0))
-        self.centroids = np.stack(centroids)
+        self.centroids = self.embed([description.format(label=word) for word in labels.words])
+        by_label = [[t for t, v in shots if v == value] for value in labels.values]
+        if all(by_label):  # a class without shots has no mean to compare
+            means = np.stack([self.embed(texts).mean(0) for texts in by_label])
+            k = min(len(texts) for texts in by_label)
+            self.centroids = self.centroids + k / (k + self.PRIOR_SHOTS) * (means - means.mean(0))
         self.centroids /= np.linalg.norm(self.centroids, axis=1, keepdims=True)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -176,7 +186,13 @@ class EncoderSimilarity(Calibrated):
 def scorer_for(model: Any, tokenizer: Any, labels: LabelSet, shots: Sequence[tuple[str, str]] = (),
                **options: Any) -> DecoderScorer | EncoderSimilarity:
     """A decoder scores labels; an encoder compares embeddings. Picked from the model's config."""
-    if any(a.endswith("ForCausalLM") for a in (model.config.architectures or [])):
+    decoder = any(a.endswith("ForCausalLM") for a in (model.config.architectures or []))
+    other = "description" if decoder else "instruction"
+    if options.get(other):
+        raise ValueError(f"{other} applies to {'an encoder' if decoder else 'a decoder'}; this model is "
+                         f"{'a decoder' if decoder else 'an encoder'} ({'instruction' if decoder else 'description'})")
+    options.pop(other, None)
+    if decoder:
         return DecoderScorer(model, tokenizer, labels, shots, **options)
     return EncoderSimilarity(model, tokenizer, labels, shots, **options)
 

@@ -20,14 +20,15 @@ from ..config import ConfigError
 from ..run import RunFolder
 
 def plain_model(run: RunFolder, cfg: Any, task: Any) -> Any:
-    """The run's model as a plain transformers model (adapters merged into a private copy)."""
+    """The run's model as a plain module: adapters merged into a private copy, any other
+    method's model as that method loads it."""
     from ..methods import get_method
     from ..methods.adapters import AdapterMethod, merged_model
 
     method = get_method(cfg)
     if isinstance(method, AdapterMethod):
         return merged_model(run.root, method, task.auto_model_class)
-    return task.auto_model_class.from_pretrained(str(run.model))
+    return method.load(run.model, task.auto_model_class)
 
 
 class _Outputs(torch.nn.Module):

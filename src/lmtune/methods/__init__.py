@@ -15,6 +15,7 @@ METHODS = {
     "ia3": "lmtune.methods.adapters:Ia3Method",
     "prefix": "lmtune.methods.adapters:PrefixMethod",
     "prompt": "lmtune.methods.adapters:PromptMethod",
+    "few-shot": "lmtune.methods.few_shot:FewShotMethod",
 }
 
 __all__ = ["Method", "count_parameters", "get_method", "method_class", "METHODS"]

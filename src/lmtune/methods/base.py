@@ -13,6 +13,7 @@ class Method(ABC):
     name: str
     learning_rate: float | None = None  # default peak learning rate; None: by model width
     adapter: bool = False  # trains added weights over a frozen base (what a run saves is the adapter)
+    plain_auto_class: str | None = None  # the transformers class that loads what `save` writes, if not the task's
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

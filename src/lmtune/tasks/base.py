@@ -19,6 +19,7 @@ import torch
 
 from ..config import Config
 from ..data.records import DataIssue, Dataset, Record
+from ..data.sampling import no_classes
 from .batch import pad_inputs
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class Task(ABC):
     learns_in_sequence: ClassVar[bool] = False
     # whether a word-substitution attack can judge it: one label per input, scored per class
     attackable: ClassVar[bool] = False
+    # whether each record belongs to classes (`record_classes`), so a K-shot sample
+    # (--train.examples-per-class) can draw K rows of each
+    has_classes: ClassVar[bool] = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -152,6 +156,10 @@ class Task(ABC):
         Augmentation, perturbation evaluation and attacks edit records through this."""
         raise ValueError(f"{self.name} cannot edit its inputs: word-level augmentation, "
                          "perturbations and attacks are not available for this task")
+
+    def record_classes(self, record: Record) -> list[str]:
+        """The classes a labeled record belongs to, for sampling K rows per class."""
+        raise no_classes(self.name)
 
     def record_ops(self, train: Sequence[Record]) -> dict[str, RecordOp]:
         """Augmentations that need the task's labels (learned from `train`), by name."""

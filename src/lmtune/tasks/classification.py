@@ -87,6 +87,7 @@ class ClassificationTask(Task):
                             for m in ("f1", "precision", "recall")}}
     peft_task_type = "SEQ_CLS"
     learns_in_sequence = True
+    has_classes = True
 
     @property
     def attackable(self) -> bool:  # type: ignore[override]
@@ -113,6 +114,7 @@ class ClassificationTask(Task):
         self.label_groups: list[list[str]] | None = None
         self._group_of: np.ndarray | None = None  # (num_labels,) group index of each label
         self._use_groups(parse_label_groups(cfg.data.label_groups))
+        _check_template(cfg.data.template, cfg.data.text_pair_column)
 
     @property
     def auto_model_class(self) -> Any:
@@ -134,6 +136,11 @@ class ClassificationTask(Task):
         if self.multi_label and self.cfg.data.label_separator:
             return [part.strip() for part in text.split(self.cfg.data.label_separator) if part.strip()]
         return [text]
+
+    def record_classes(self, record: Record) -> list[str]:
+        """Its label (multi-label: its labels), for sampling K rows per class."""
+        values = self.label_values(record)
+        return values if self.multi_label else values[:1]
 
     def _use_groups(self, groups: list[list[str]] | None) -> None:
         """Take label groups that split self.labels: every label in exactly one group."""
@@ -254,16 +261,15 @@ class ClassificationTask(Task):
                with_labels: bool = True) -> Encoded:
         if not records:
             return Encoded([], records)
-        texts = [str(r.fields[self.cfg.data.text_column]) for r in records]
-        pairs = ([str(r.fields[self.cfg.data.text_pair_column]) for r in records]
-                 if self.cfg.data.text_pair_column else None)
-        full = tokenizer(texts, pairs, truncation=False, return_attention_mask=False)
+        texts, pairs, special = self._inputs(records, tokenizer)
+        full = tokenizer(texts, pairs, truncation=False, return_attention_mask=False, add_special_tokens=special)
         lengths = [len(ids) for ids in full["input_ids"]]
         long_rows = [i for i, n in enumerate(lengths) if n > max_length]
         columns = {k: list(v) for k, v in full.items()}
         if long_rows:
             cut = tokenizer([texts[i] for i in long_rows], [pairs[i] for i in long_rows] if pairs else None,
-                            truncation=True, max_length=max_length, return_attention_mask=False)
+                            truncation=True, max_length=max_length, return_attention_mask=False,
+                            add_special_tokens=special)
             for j, i in enumerate(long_rows):
                 for key in columns:
                     columns[key][i] = cut[key][j]
@@ -280,6 +286,21 @@ class ClassificationTask(Task):
                 else:
                     feature["labels"] = index[values[0]]
         return Encoded(features, records, truncated=len(long_rows), lengths=lengths)
+
+    def _inputs(self, records: Sequence[Record], tokenizer: Any) -> tuple[list[str], list[str] | None, bool]:
+        """The texts (and pairs) to tokenize, and whether the tokenizer adds its special tokens.
+        With data.template each record becomes one prompt; a tokenizer with a chat template
+        (a chat decoder) wraps it as the user turn, so the answer is the model's next token."""
+        data = self.cfg.data
+        texts = [str(r.fields[data.text_column]) for r in records]
+        pairs = [str(r.fields[data.text_pair_column]) for r in records] if data.text_pair_column else None
+        if not data.template:
+            return texts, pairs, True
+        prompts = [data.template.format(text=t, pair=p) for t, p in zip(texts, pairs or [""] * len(texts))]
+        if not getattr(tokenizer, "chat_template", None):
+            return prompts, None, True
+        return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                              add_generation_prompt=True) for p in prompts], None, False
 
     def collate_labels(self, labels: Sequence[Any], longest: int) -> torch.Tensor:
         """Class ids, or multi-hot float vectors for multi-label."""
@@ -373,3 +394,17 @@ class ClassificationTask(Task):
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return M.format_report(metrics)
+
+
+def _check_template(template: str | None, pair_column: str | None) -> None:
+    """A template formats {text} (and {pair} with a pair column), nothing else."""
+    if template is None:
+        return
+    try:
+        template.format(text="", pair="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"--data.template {template!r}: only {{text}} and {{pair}} can be filled in ({exc})") from exc
+    if "{text}" not in template:
+        raise ConfigError(f"--data.template {template!r} must contain {{text}}, e.g. 'Review: {{text}}'")
+    if ("{pair}" in template) != bool(pair_column):
+        raise ConfigError(f"--data.template {template!r}: use {{pair}} exactly when --data.text-pair-column is set")

@@ -198,7 +198,7 @@ class Loop:
         step = self.state.step
         if step % self.tc.logging_steps == 0 or step == self.total_steps:
             self._log()
-        if self.evaluating and self.tc.eval_strategy == "steps" and step % self.tc.eval_steps == 0:
+        if self.evaluating and self._eval_due():
             self.evaluate()
         elif self.tc.save_steps and step % self.tc.save_steps == 0:
             self.save()
@@ -280,11 +280,19 @@ class Loop:
             return {}
         return json.loads((ckpt.read_pointer(self.ckpt_root, "best.txt") / "metrics.json").read_text())
 
+    def _eval_due(self) -> bool:
+        """Whether the step just taken is an evaluation point inside an epoch: every eval_steps
+        steps, or each 1/evals_per_epoch of an epoch (the epoch's end is evaluated by _epoch)."""
+        if self.tc.eval_strategy == "steps":
+            return self.state.step % self.tc.eval_steps == 0
+        per, total, done = self.tc.evals_per_epoch, max(self.steps_per_epoch, 1), self.state.batches_done
+        return self.tc.eval_strategy == "epoch" and done < total and done * per // total > (done - 1) * per // total
+
     def _evaluated_last_step(self) -> bool:
         """Whether the final step already had its evaluation under the chosen cadence."""
         if self.tc.eval_strategy == "steps":
-            return self.state.step % self.tc.eval_steps == 0
-        return self.state.batches_done == 0  # an epoch just ended (and was evaluated)
+            return self._eval_due()
+        return self.state.batches_done == 0 or self._eval_due()  # an epoch just ended, or a mark inside it
 
     def _epoch_fraction(self) -> float:
         return self.state.step / max(self.steps_per_epoch, 1)
