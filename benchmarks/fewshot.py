@@ -4,6 +4,8 @@ K --train.seed S` draws it inside lmtune; the SetFit baseline gets the very same
 
 - few-shot:  `lmtune train --method few-shot` (sentence-embedding classifier started from the
              label descriptions), then `lmtune evaluate RUN --data EVAL`;
+- few-shot-decoder: `lmtune train --model.name smollm2 --method few-shot --data.template PROMPT`
+             (prompt-based fine-tuning of the decoder: a head started from the label words);
 - plain:     `lmtune train --method full` (a new classification head), evaluated the same way;
 - zero-shot: the encoder's similarity to the label descriptions, no training (once per data set;
              the K = 0 column);
@@ -53,21 +55,28 @@ class DataSet:
     label_column: str
     labels: str  # value=word,... : the words the encoder sees
     description: str  # how a label is described to the encoder
+    template: str = ""  # the decoder's prompt (few-shot-decoder)
+    words: str = ""  # the decoder's label words (one first token each)
 
 
 DATASETS = {
     "sst2": DataSet("sst2/train.tsv", "sst2/dev.tsv", "sentence", "label", "0=negative,1=positive",
-                    "a {label} review"),
+                    "a {label} review", "Classify the text. Answer with one of: negative, positive.\nText: {text}",
+                    "0=negative,1=positive"),
     "trec": DataSet("continual/tasks/trec/train.tsv", "continual/tasks/trec/test.tsv", "text", "label",
                     "ABBR=an abbreviation,DESC=a description,ENTY=a thing,HUM=a person,LOC=a place,NUM=a number",
-                    "a question asking for {label}"),  # written once, never tuned on the test rows
+                    "a question asking for {label}",  # written once, never tuned on the test rows
+                    "Classify the question. Answer with one of: abbreviation, description, entity, person, "
+                    "location, number.\nQuestion: {text}",
+                    "ABBR=abbreviation,DESC=description,ENTY=entity,HUM=person,LOC=location,NUM=number"),
 }
 # Extra `lmtune train` overrides per method (`--setting METHOD=OVERRIDES` replaces one).
 SETTINGS = {
     "few-shot": "--train.epochs 20 --train.batch-size 16",
+    "few-shot-decoder": "--train.epochs 10 --train.batch-size 16",
     "plain": "--train.epochs 20 --train.batch-size 16",
 }
-METHODS = ["few-shot", "plain", "zero-shot", "setfit"]
+METHODS = ["few-shot", "few-shot-decoder", "plain", "zero-shot", "setfit"]
 MODEL = "minilm"
 SETFIT_PYTHON = ROOT / ".venv-setfit" / "bin" / "python"
 LMTUNE = [str(Path(sys.executable).with_name("lmtune"))]  # the CLI of the virtualenv running this
@@ -77,6 +86,8 @@ def lmtune_method_flags(method: str, data: DataSet) -> list[str]:
     """The `lmtune train` flags that make `method` (few-shot or plain)."""
     flags = {"few-shot": ["--method", "few-shot", "--few-shot.labels", data.labels,
                           "--few-shot.description", data.description],
+             "few-shot-decoder": ["--model.name", "smollm2", "--method", "few-shot", "--few-shot.labels",
+                                  data.words, "--data.template", data.template],
              "plain": ["--method", "full"]}
     return flags[method]
 
@@ -270,11 +281,11 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 
 def run_one(name: str, method: str, k: int, seed: int | None, eval_path: Path,
             args: argparse.Namespace) -> dict | None:
-    runners = {"few-shot": lambda: run_lmtune(name, method, k, seed, eval_path, args),
-               "plain": lambda: run_lmtune(name, method, k, seed, eval_path, args),
-               "zero-shot": lambda: run_zero_shot(name, eval_path, args),
-               "setfit": lambda: run_setfit(name, k, seed, eval_path, args)}
-    return runners[method]()
+    if method == "zero-shot":
+        return run_zero_shot(name, eval_path, args)
+    if method == "setfit":
+        return run_setfit(name, k, seed, eval_path, args)
+    return run_lmtune(name, method, k, seed, eval_path, args)  # few-shot, few-shot-decoder, plain
 
 
 def key(row: dict) -> tuple:

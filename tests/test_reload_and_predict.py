@@ -30,7 +30,7 @@ def test_plain_transformers_matches_lmtune_load(trained_run):
     plain_probs = logits.softmax(-1).numpy()
     plain_labels = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
 
-    predictions = lmtune.load(trained_run.root).predict(TEXTS)
+    predictions = lmtune.load(trained_run.root, calibrated=False).predict(TEXTS)  # raw: no temperature
     assert [p["label"] for p in predictions] == plain_labels
     ours = np.array([[p["probabilities"][l] for l in ("neg", "pos")] for p in predictions])
     np.testing.assert_allclose(ours, plain_probs, atol=1e-5)

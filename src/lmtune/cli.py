@@ -219,6 +219,15 @@ def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Refit a run's temperature on labeled data (pipeline.calibrate)."""
+    from .pipeline import calibrate
+
+    calibrate(args.run, args.data, text_column=args.text_column, text_pair_column=args.text_pair_column,
+              label_column=args.label_column, data_format=args.data_format)
+    return 0
+
+
 def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     """A file whose fields are named differently from the training data's can still be scored
     (--text-column and --label-column come with the prompting flags); and the robustness
@@ -337,7 +346,7 @@ def cmd_predict(args: argparse.Namespace, extra: Sequence[str]) -> int:
     elif args.run is None:
         raise ConfigError("give a run folder (or --model with --zero-shot --labels ...)")
     else:
-        predictor = load(args.run, backend=args.backend, quantized=args.quantized)
+        predictor = load(args.run, backend=args.backend, quantized=args.quantized, calibrated=not args.raw_scores)
     data = predictor.cfg.data
     options = {"top_k": args.top_k} if args.top_k != 1 else {}
     if args.question is not None or args.context is not None:
@@ -420,6 +429,37 @@ def group_settings(args: argparse.Namespace, name: str) -> Any:
     return getattr(cfg, name)
 
 
+def cmd_explain(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Token attributions (integrated gradients) for a run's predictions: coloured text, JSON
+    lines, or an HTML page."""
+    from .inference.explain import DEFAULT_STEPS, explain, render_terminal, write_html
+    from .inference.predictor import load
+
+    if args.run is None:
+        raise ConfigError("give a run folder, then texts to explain (or --input FILE)")
+    predictor = load(args.run)
+    if args.question is not None or args.context is not None:
+        if args.question is None or args.context is None:
+            raise ConfigError("explaining a QA answer needs both --question and --context")
+        texts, pairs = [args.question], [args.context]
+    elif args.input:
+        text_field, pair_field = predictor.task.input_fields()
+        _, texts, pairs = _read_inputs(args.input, args.text_column or text_field, pair_field)
+    elif args.texts:
+        texts, pairs = list(args.texts), ([args.pair] * len(args.texts) if args.pair else None)
+    else:
+        raise ConfigError("give texts to explain, or --input FILE")
+    explanations = explain(predictor, texts, pairs, label=args.label,
+                           n_steps=DEFAULT_STEPS if args.steps is None else args.steps)
+    if args.json:
+        _write((json.dumps(e.to_dict()) + "\n" for e in explanations), None, "explanations")
+    else:
+        render_terminal(explanations)
+    if args.html:
+        print(f"wrote {len(explanations)} explanation(s) to {write_html(explanations, args.html)}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .export import export_run
 
@@ -461,6 +501,16 @@ def cmd_continual(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if not args.sequence:
         raise ConfigError("give --sequence SEQUENCE.yaml (the steps in order), or --resume RUN_DIR")
     continual(args.sequence, overrides, quiet=args.quiet)
+    return 0
+
+
+def cmd_active(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Active learning: train on the labels so far, ask for the next batch (or simulate rounds)."""
+    from .experiments.active import active
+
+    output = args.active_dir or str(Path("runs") / f"active-{Path(args.pool).stem}")
+    active(build_config(args, extra), args.pool, output, labeled=args.labeled, strategy=args.strategy,
+           batch=args.batch, simulate=args.simulate, rounds=args.rounds, eval_file=args.eval_file)
     return 0
 
 
@@ -614,8 +664,44 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch",
                          help="onnx: the model from `lmtune export --format onnx`")
     predict.add_argument("--quantized", action="store_true", help="onnx: the int8 model")
+    predict.add_argument("--raw-scores", action="store_true",
+                         help="probabilities from the raw logits, without the run's temperature (calibration.json)")
     _add_prompting_flags(predict)
     predict.set_defaults(func=cmd_predict)
+
+    explain = sub.add_parser("explain", allow_abbrev=False,
+                             help="which words a run's predictions rest on (integrated gradients)")
+    explain.add_argument("run", nargs="?")
+    explain.add_argument("texts", nargs="*")
+    explain.add_argument("--pair", help="second text, for text-pair models")
+    explain.add_argument("--question", help="QA: the question (with --context)")
+    explain.add_argument("--context", help="QA: the passage to answer from")
+    explain.add_argument("--input", help="CSV/TSV/JSONL/Parquet file of inputs")
+    explain.add_argument("--text-column", help="with --input: the column to explain (default: the "
+                                               "model's text column)")
+    explain.add_argument("--label", help="classification: explain this label (or a,b) instead of the "
+                                         "predicted one; NER: only entities of this type")
+    explain.add_argument("--steps", type=int, help="integration steps to start from (default 50; doubled "
+                                                   "up to 400 while the completeness error is over 5%%)")
+    explain.add_argument("--html", metavar="FILE", help="also write the explanations as an HTML page")
+    explain.add_argument("--json", action="store_true", help="print one JSON object per input")
+    explain.set_defaults(func=cmd_explain)
+
+    calibrate = sub.add_parser("calibrate", allow_abbrev=False,
+                               help="refit a run's temperature (probability calibration) on labeled data",
+                               description="Fit the temperature that predictions divide logits by on a labeled "
+                                           "file (held-out data), rewrite <run>/calibration.json (the previous "
+                                           "fit is kept inside it) and reliability.png, and print ECE, MCE, "
+                                           "Brier score and NLL before and after. Classification and NER runs.")
+    calibrate.add_argument("run")
+    calibrate.add_argument("--data", required=True, help="labeled file (same columns as training)")
+    calibrate.add_argument("--text-column", help="text field of --data (default: the run's)")
+    calibrate.add_argument("--label-column", help="label field of --data (default: the run's)")
+    calibrate.add_argument("--text-pair-column", help="second text field of --data (text-pair models)")
+    calibrate.add_argument("--data.format", dest="data_format",
+                           choices=["auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad"],
+                           help="how to read --data (auto: by extension, else the run's usual layout)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     export = sub.add_parser("export", allow_abbrev=False, help="export a run for use outside lmtune")
     export.add_argument("run")
@@ -661,6 +747,33 @@ def make_parser() -> argparse.ArgumentParser:
     _add_config_fields(cont, groups=_run_groups())
     cont.set_defaults(func=cmd_continual)
 
+    act = sub.add_parser("active", allow_abbrev=False, help="active learning: which pool rows to label next",
+                         usage="%(prog)s --pool FILE [--labeled FILE] [--strategy S] [--batch N] [--output-dir DIR] "
+                               "[--simulate --rounds N --eval FILE] [--group.field VALUE ...]",
+                         description="Train an ordinary run on the labeled rows, score the pool rows not yet "
+                                     "labeled, and write the next batch to label as <output-dir>/round-NNN/"
+                                     "to_label.csv. Fill in its label column (a half-filled file is fine) and run "
+                                     "the same command again for the next round. Without labels the first batch "
+                                     "is a diverse spread of the pool (k-means over the base model's embeddings).")
+    act.add_argument("--pool", required=True, help="unlabeled rows to choose from (csv, tsv, jsonl, parquet)")
+    act.add_argument("--labeled", help="rows labeled already (same columns, with labels); none or empty: cold start")
+    act.add_argument("--strategy", default="breaking-ties", choices=["breaking-ties", "entropy", "random"],
+                     help="breaking-ties: smallest margin between the two likeliest labels (default); entropy; "
+                          "random (seeded by --seed)")
+    act.add_argument("--batch", type=int, default=100, help="rows to ask for per round (default 100)")
+    act.add_argument("--output-dir", dest="active_dir",
+                     help="folder of the rounds and active.json (default runs/active-<pool name>)")
+    act.add_argument("--simulate", action="store_true",
+                     help="the pool has gold labels: label each batch from them, for --rounds rounds")
+    act.add_argument("--rounds", type=int, default=1, help="with --simulate: runs to train (default 1)")
+    act.add_argument("--eval", dest="eval_file", help="labeled file each round's run is scored on (accuracy)")
+    act.add_argument("--config", help="YAML config of the runs (groups: model, data, method, train, eval)")
+    for flag in ("task", "model", "method", "text_column", "text_pair_column", "label_column", "epochs",
+                 "max_length", "seed", "class_weights"):
+        act.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"= --{_flag(SHORTHANDS[flag])}")
+    _add_config_fields(act, groups=_run_groups())
+    act.set_defaults(func=cmd_active)
+
     runs = sub.add_parser("runs", allow_abbrev=False, help="list the runs under a folder, or compare runs",
                           epilog="Keys (--sort, --filter) are columns (name, task, method, model, status, "
                                  "metric, time), metrics (accuracy, test.f1, ...) or config keys "
@@ -690,10 +803,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _assign_positionals(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    """predict/generate: the run folder, then the inputs. argparse stops filling a positional
+    """predict/explain/generate: the run folder, then the inputs. argparse stops filling a positional
     list at the first option, so inputs after options arrive as leftovers; with --model there is
     no run folder and every positional is an input. Returns the leftovers that are options."""
-    field = "texts" if args.command == "predict" else "prompts"
+    field = "prompts" if args.command == "generate" else "texts"
     positionals = [p for p in (args.run, *getattr(args, field)) if p is not None]
     positionals += [e for e in extra if not e.startswith("--")]
     if getattr(args, "model", None):
@@ -707,7 +820,7 @@ def _assign_positionals(args: argparse.Namespace, extra: list[str]) -> list[str]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args, extra = parser.parse_known_args(_normalized(sys.argv[1:] if argv is None else argv))
-    if args.command in ("predict", "generate"):
+    if args.command in ("predict", "explain", "generate"):
         extra = _assign_positionals(args, extra)
     from .data.records import DataError
     from .models import ModelNotFoundError
@@ -715,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if extra:
             raise _unknown(extra, args.command_parser,
-                           args.func in (cmd_train, cmd_data_check, cmd_config, cmd_search))
+                           args.func in (cmd_train, cmd_data_check, cmd_config, cmd_search, cmd_active))
         return args.func(args, extra)
     except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"lmtune: error: {exc}", file=sys.stderr)

@@ -108,7 +108,7 @@ class FewShotSettings:
                                          "0=negative,1=positive); None: the values themselves")
     description: str = option("{label}", "how a label is described to the encoder, e.g. 'a {label} review'")
     scale: float = option(20.0, "cosine similarities are multiplied by this before the softmax")
-    head_speed: float = option(100.0, "how many times faster than the encoder the class prototypes learn")
+    head_speed: float = option(1.0, "how many times faster than the encoder the class prototypes learn")
 
 
 @dataclass
@@ -155,6 +155,8 @@ class EvalConfig:
     threshold: float = option(0.5, "multi-label decision threshold")
     max_answer_tokens: int = option(30, "qa: longest answer span considered")
     null_threshold: Optional[float] = option(None, "qa: allow \"no answer\" when it wins by this margin")
+    calibrate: bool = option(True, "fit a temperature on the validation data after training and use it in "
+                                   "predictions (classification, ner)")
 
 
 @dataclass

@@ -426,6 +426,7 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
         metrics["test"], metrics["test_report"] = _scalars(test), test
         summary = task.summary(test)
         task.plots(test, run.root, prefix="test_")
+    calibrated = _calibrate(run, cfg, task, method, model, tokenizer, encoded, metrics)
     method.save(model, tokenizer, run.model)
     run.write_metrics(metrics)
     learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
@@ -433,7 +434,28 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
                      task.pipeline_tag)
     if summary:
         _say(summary, quiet)
+    if calibrated:
+        _say(calibrated, quiet)
     _say(f"run folder: {run.root}", quiet)
+
+
+def _calibrate(run: RunFolder, cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
+               encoded: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Fit a temperature on the validation split (eval.calibrate, a calibratable task): writes
+    calibration.json and reliability.png, adds metrics["calibration"]; returns the line to say
+    ("" when nothing was fitted)."""
+    if not (cfg.eval.calibrate and task.calibratable and "validation" in encoded):
+        return ""
+    from .evaluation.calibration import summary_line, write_fit
+    from .forward import batched_logits
+
+    validation = encoded["validation"]
+    logits, _ = batched_logits(model, validation.features, cfg.eval.batch_size, tokenizer.pad_token_id or 0,
+                               next(model.parameters()).device, task, method)
+    fitted_on = {"data": "validation", "file": metrics.get("data", {}).get("validation", {}).get("file")}
+    record = write_fit(run.root, task.calibration_scores(logits, validation), fitted_on)
+    metrics["calibration"] = {key: record[key] for key in ("temperature", "before", "after")}
+    return summary_line(record)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -503,12 +525,41 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     summary = predictor.task.summary(metrics)
+    if "calibration" in metrics:
+        from .evaluation.calibration import evaluation_line
+
+        summary += "\n" + evaluation_line(metrics["calibration"])
     (out / "report.txt").write_text(summary + "\n")
     predictor.task.plots(metrics, out)
     _say(f"{data}\n{summary}\nreport written to {out}", quiet)
     if robust.wanted:
         metrics.update(robust.run(predictor, dataset.records, metrics, out, lambda m: _say(m, quiet), quiet))
     return metrics
+
+
+def calibrate(run_dir: str | Path, data: str | Path, quiet: bool = False, *, text_column: str | None = None,
+              text_pair_column: str | None = None, label_column: str | None = None,
+              on_error: str | None = None, data_format: str | None = None) -> dict[str, Any]:
+    """Refit a run's temperature on another labeled file (README "Calibration"): rewrites
+    <run>/calibration.json, keeping the previous fit's record inside it, and reliability.png;
+    says the metrics before and after, and returns the new record. Arguments as `evaluate`'s."""
+    from .evaluation.calibration import format_table, not_calibratable, write_fit
+    from .inference.predictor import load
+    from .tasks import task_class
+
+    name = RunFolder(Path(run_dir)).load_config().task
+    if not task_class(name).calibratable:  # before the model loads
+        raise not_calibratable(name)
+    predictor = load(run_dir, calibrated=False)
+    overrides = {"text_column": text_column, "text_pair_column": text_pair_column,
+                 "label_column": label_column, "format": data_format}
+    dataset = _evaluation_data(predictor, data, overrides, on_error, quiet)
+    logits, encoded = predictor.logits(dataset.records, with_labels=True, calibrated=False)
+    fitted_on = {"data": str(data), "file": str(Path(data).resolve()), "rows": len(dataset.records)}
+    record = write_fit(Path(run_dir), predictor.task.calibration_scores(logits, encoded), fitted_on,
+                       keep_previous=True)
+    _say(f"{format_table(record)}\ncalibration written to {RunFolder(Path(run_dir)).calibration}", quiet)
+    return record
 
 
 def _evaluation_data(predictor: Any, data: str | Path, overrides: dict[str, str | None],

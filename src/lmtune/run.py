@@ -5,6 +5,9 @@
     <run>/metrics.json       validation/test metrics, data report, speed, parameter counts
     <run>/train_log.jsonl    one JSON object per logged step and per evaluation
     <run>/learning_curve.png, confusion_matrix.png
+    <run>/calibration.json   the temperature predictions divide logits by (fitted on validation
+                             data, or refitted by `lmtune calibrate`), with metrics before/after;
+                             reliability.png beside it
     <run>/README.md          model card
     <run>/checkpoints/       latest (for resume) and best checkpoints
     <run>/status.json        running | finished | failed | interrupted; the training process's
@@ -48,6 +51,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"
 
     @property
     def log(self) -> Path:

@@ -100,7 +100,7 @@ def parity(run_dir: Path, data: str | Path | None, sample: int, variants: list[s
     from ..data import read_table
     from ..inference.predictor import load
 
-    torch_predictor = load(run_dir)
+    torch_predictor = load(run_dir, calibrated=False)  # logits compared as the graph gives them
     source = data or torch_predictor.cfg.data.validation or torch_predictor.cfg.data.test
     if not source or not Path(source).is_file():
         raise ConfigError("the parity report needs sample inputs: pass --data FILE (labeled gives accuracy)")
@@ -116,7 +116,7 @@ def parity(run_dir: Path, data: str | Path | None, sample: int, variants: list[s
     if labeled:
         report["pytorch"] = {metric: task.metrics(reference, encoded)[metric]}
     for variant in variants:
-        predictor = load(run_dir, backend="onnx", quantized=variant == "int8")
+        predictor = load(run_dir, backend="onnx", quantized=variant == "int8", calibrated=False)
         logits, _ = predictor.logits(records, with_labels=labeled)
         predicted = task.decode(logits, encoded)
         row = {"max_abs_logit_diff": float(max(np.abs(a - b).max() for a, b in zip(logits, reference))),

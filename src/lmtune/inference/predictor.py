@@ -27,6 +27,9 @@ class Predictor:
         self.cfg = cfg
         self.method = method  # lines the model's logits up with its inputs (prompt tuning)
         self.device = next(model.parameters()).device
+        # logits are divided by it before the task turns them into probabilities (None: raw
+        # scores); `load` reads it from <run>/calibration.json
+        self.temperature: float | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -38,15 +41,30 @@ class Predictor:
         return [self.task.make_record(text, None if pairs is None else pairs[i], i)
                 for i, text in enumerate(texts)]
 
-    def logits(self, records: Sequence[Record], with_labels: bool = False) -> tuple[list[np.ndarray], Encoded]:
-        """Encode records and run the model; one logits array per feature."""
+    def logits(self, records: Sequence[Record], with_labels: bool = False,
+               calibrated: bool = True) -> tuple[list[np.ndarray], Encoded]:
+        """Encode records and run the model; one logits array per feature, divided by the
+        temperature unless `calibrated` is false (the argmax is the same either way)."""
         from ..forward import batched_logits
 
         encoded = self.task.encode(records, self.tokenizer, self.cfg.model.max_length,
                                    with_labels=with_labels)
         logits, _ = batched_logits(self.model, encoded.features, self.cfg.eval.batch_size,
                                    self.tokenizer.pad_token_id or 0, self.device, self.task, self.method)
+        if calibrated and self.temperature is not None:
+            logits = [row / np.float32(self.temperature) for row in logits]
         return logits, encoded
+
+    def calibration_report(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
+        """Calibration metrics of raw `logits` ("before") and, with a temperature, of the scaled
+        scores predictions give ("after")."""
+        from ..evaluation.calibration import calibration_metrics
+
+        data = self.task.calibration_scores(logits, encoded)
+        report: dict[str, Any] = {"temperature": self.temperature, "before": calibration_metrics(data)}
+        if self.temperature is not None:
+            report["after"] = calibration_metrics(data, self.temperature)
+        return report
 
     def predict(self, texts: Sequence[Any] | str, pairs: Sequence[str] | str | None = None,
                 **options: Any) -> list[Any]:
@@ -65,10 +83,21 @@ class Predictor:
 
 
 def load(run_dir: str | Path, device: str | None = None, backend: str = "pytorch",
-         quantized: bool = False) -> Predictor:
+         quantized: bool = False, calibrated: bool = True) -> Predictor:
     """Load a run folder written by `finetune` (the model in <run>/model). Adapter runs load
     their base model once per process, shared by every adapter run over it. backend="onnx"
-    uses <run>/onnx/ from `lmtune export --format onnx` (quantized: its int8 model)."""
+    uses <run>/onnx/ from `lmtune export --format onnx` (quantized: its int8 model).
+    Probabilities use the run's temperature (<run>/calibration.json) if it has one;
+    calibrated=False gives the raw scores."""
+    predictor = _load(run_dir, device, backend, quantized)
+    if calibrated and predictor.task.calibratable:
+        from ..evaluation.calibration import read_temperature
+
+        predictor.temperature = read_temperature(Path(run_dir))
+    return predictor
+
+
+def _load(run_dir: str | Path, device: str | None, backend: str, quantized: bool) -> Predictor:
     quiet_transformers()
     run = RunFolder(Path(run_dir))
     cfg = run.load_config()

@@ -174,6 +174,10 @@ def label_word_head(model: Any, new_weights: Collection[str], words: list[str]) 
     tokenizer = load_tokenizer(Path(model.config.name_or_path))
     space = "" if getattr(tokenizer, "chat_template", None) else " "  # a chat answer starts its turn
     ids = [tokenizer(space + word, add_special_tokens=False)["input_ids"][0] for word in words]
+    if len(set(ids)) < len(ids):
+        shared = [w for w, i in zip(words, ids) if ids.count(i) > 1]
+        raise ConfigError(f"--few-shot.labels: the label words {', '.join(map(repr, shared))} start with the same "
+                          "token, so the model cannot tell them apart; choose words that begin differently")
     with torch.no_grad():
         head.copy_(_output_rows(model, ids).to(head.dtype))
     model.requires_grad_(True)

@@ -2,6 +2,7 @@
 dynamic batching and Prometheus metrics.
 
     POST /v1/models/{name}/predict  {"inputs": [...], "pairs": [...]?, "options": {...}?}
+    POST /v1/models/{name}/explain  the same body; options: {"label": ..., "steps": ...}
     GET  /v1/models   /health   /ready   /metrics   /docs (OpenAPI)
 
 FastAPI and pydantic are imported where the app is built, so `lmtune.serving` imports with the
@@ -9,9 +10,11 @@ core dependencies only. (No `from __future__ import annotations` here: FastAPI r
 endpoints' annotations, which name the request models built inside `create_app`.)
 """
 
+import asyncio
 import functools
 import hmac
 import json
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -68,8 +71,23 @@ def _schemas() -> SimpleNamespace:
         task: str
         predictions: list[Any]
 
+    class ExplainOptions(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        label: Optional[str] = Field(None, description="classification: the label(s) to explain, a or a,b; "
+                                                        "NER: only entities of this type")
+        steps: Optional[int] = Field(None, ge=1, le=400, description="integration steps to start from")
+
+    class ExplainRequest(PredictRequest):  # the inputs and pairs of a prediction, checked alike
+        options: Optional[ExplainOptions] = None
+
+    class ExplainResponse(BaseModel):
+        model: str
+        task: str
+        explanations: list[Any]
+
     return SimpleNamespace(QAInput=QAInput, Options=Options, PredictRequest=PredictRequest,
-                           PredictResponse=PredictResponse)
+                           PredictResponse=PredictResponse, ExplainRequest=ExplainRequest,
+                           ExplainResponse=ExplainResponse)
 
 
 class BodyLimit:
@@ -129,11 +147,24 @@ class Served:
         self.name, self.predictor = name, predictor
         self.task = predictor.task.name
         self.batcher: Batcher | None = None
+        # An explanation hooks the model's embedding layer while it runs: predictions wait for it.
+        self.lock = threading.Lock()
 
     def predict(self, items: list[tuple[Any, Any]], options: dict[str, Any]) -> list[Any]:
         texts = [text for text, _ in items]
         pairs = [pair for _, pair in items]
-        return self.predictor.predict(texts, None if all(p is None for p in pairs) else pairs, **options)
+        with self.lock:
+            return self.predictor.predict(texts, None if all(p is None for p in pairs) else pairs, **options)
+
+    def explain(self, items: list[tuple[Any, Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
+        """Explanations (lmtune.inference.explain) of this request's inputs, one per input."""
+        from ..inference.explain import DEFAULT_STEPS, explain
+
+        texts, pairs = [text for text, _ in items], [pair for _, pair in items]
+        with self.lock:
+            found = explain(self.predictor, texts, None if all(p is None for p in pairs) else pairs,
+                            label=options.get("label"), n_steps=options.get("steps", DEFAULT_STEPS))
+        return [e.to_dict() for e in found]
 
     def check(self, items: list[tuple[Any, Any]]) -> None:
         """Build this request's records on its own, before it joins a batch: an input the model
@@ -248,6 +279,25 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
         metric["requests"].labels(name, "200").inc()
         metric["latency"].labels(name).observe(time.perf_counter() - start)
         return PredictResponse(model=name, task=item.task, predictions=_plain(predictions))
+
+    ExplainRequest, ExplainResponse = _schemas().ExplainRequest, _schemas().ExplainResponse
+
+    @app.post("/v1/models/{name}/explain", response_model=ExplainResponse, dependencies=[Depends(authorize)],
+              responses={404: {"description": "unknown model"}, 413: {"description": "body too large"},
+                         401: {"description": "API key missing or wrong"}})
+    async def explain(name: str, request: ExplainRequest) -> ExplainResponse:
+        """Token attributions by integrated gradients; inputs are checked as predict checks them."""
+        item = served.get(name)
+        if item is None:
+            raise HTTPException(404, f"no model {name!r}; served: {', '.join(sorted(served))}")
+        try:
+            items = _items(item, request.inputs, request.pairs, limits)
+            item.check(items)
+            options = request.options.model_dump(exclude_none=True) if request.options else {}
+            explanations = await asyncio.to_thread(item.explain, items, options)
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return ExplainResponse(model=name, task=item.task, explanations=_plain(explanations))
 
     return app
 

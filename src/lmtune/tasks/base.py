@@ -24,6 +24,7 @@ from .batch import pad_inputs
 
 if TYPE_CHECKING:
     from ..data.edits import Edit
+    from ..evaluation.calibration import CalibrationScores
 
 Feature = dict[str, Any]  # input_ids (+ token_type_ids) as int lists, and "labels"
 # An augmentation that needs the task's labels: (record, rng, rate) -> (new record, words changed)
@@ -43,6 +44,48 @@ class Encoded:
     truncated: int = 0  # inputs cut at max_length
     windowed: int = 0  # inputs split into several overlapping windows
     lengths: list[int] = field(default_factory=list)  # untruncated token counts
+
+
+@dataclass
+class ExplainTarget:
+    """One scalar of the model's output that an explanation attributes to the input tokens:
+    `score` maps the task's logits for a batch of copies of one feature (`model_logits`, e.g.
+    (batch, labels) or (batch, tokens, labels)) to one value per row."""
+
+    name: str  # what the scalar is, for people: "positive", "person 'alice'", "answer start"
+    feature: int  # which of the encoded features (windows) it is computed on
+    score: Callable[[torch.Tensor], torch.Tensor]
+    kind: str = "logit"  # "logit" or "probability": what `score` returns
+
+
+@dataclass
+class TokenWords:
+    """The words a feature's tokens belong to: `segments` are the texts (field name, text) the
+    words lie in; `spans[i]` is (segment, start, end) of token i's word, None for a special
+    token (or a token of no word)."""
+
+    segments: list[tuple[str, str]]
+    spans: list[tuple[int, int, int] | None]
+
+
+def encoding_words(encoding: Any, index: int) -> list[tuple[int, int, int] | None]:
+    """Word spans per token of row `index` of a fast tokenizer's encoding (made with
+    return_offsets_mapping): a word's span runs from its first piece's start to its last's end."""
+    words, sequences = encoding.word_ids(index), encoding.sequence_ids(index)
+    offsets = encoding["offset_mapping"][index]
+    extent: dict[tuple[int, int], list[int]] = {}
+    for word, sequence, (start, end) in zip(words, sequences, offsets):
+        if word is not None and sequence is not None:
+            span = extent.setdefault((sequence, word), [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+    return [None if w is None or s is None else (s, *extent[(s, w)]) for w, s in zip(words, sequences)]
+
+
+def not_explainable(task: str) -> ValueError:
+    """Why a task's predictions have no explanation (Task.explainable is False)."""
+    return ValueError(f"a {task} model cannot be explained: integrated gradients needs a score per "
+                      "input that its token embeddings compute (a class probability, a tag or an "
+                      "answer logit); explanations cover classification, NER and QA runs")
 
 
 def require_text(text: str, index: int, what: str = "text") -> str:
@@ -97,6 +140,15 @@ class Task(ABC):
     # whether each record belongs to classes (`record_classes`), so a K-shot sample
     # (--train.examples-per-class) can draw K rows of each
     has_classes: ClassVar[bool] = False
+    # whether temperature scaling can calibrate its scores (`calibration_scores`): one
+    # probability distribution per example or token over a fixed label set
+    calibratable: ClassVar[bool] = False
+    # whether its predictions can be explained by integrated gradients (`explain_targets`):
+    # a score per input that is a differentiable function of the input token embeddings
+    explainable: ClassVar[bool] = False
+    # whether `lmtune active` can pick rows to label by how unsure the model is: one softmax
+    # over the labels per input, and one label per row to ask for
+    learns_actively: ClassVar[bool] = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -180,9 +232,21 @@ class Task(ABC):
         return self.decode(logits, encoded, **options)
 
     def evaluate_records(self, predictor: Any, records: Sequence[Record]) -> dict[str, Any]:
-        """Metrics for labeled records with a trained model (`lmtune evaluate`)."""
-        logits, encoded = predictor.logits(records, with_labels=True)
-        return self.metrics(logits, encoded)
+        """Metrics for labeled records with a trained model (`lmtune evaluate`), from the raw
+        logits (what training recorded); a calibratable task adds "calibration": ECE, Brier, NLL
+        of the raw scores and of those the predictions give (temperature-scaled)."""
+        logits, encoded = predictor.logits(records, with_labels=True, calibrated=False)
+        metrics = self.metrics(logits, encoded)
+        if self.calibratable:
+            metrics["calibration"] = predictor.calibration_report(logits, encoded)
+        return metrics
+
+    def calibration_scores(self, logits: Sequence[np.ndarray], encoded: Encoded) -> CalibrationScores:
+        """Labeled examples as temperature scaling reads them: raw scores (examples x classes),
+        gold, and "softmax" or "sigmoid" (evaluation/calibration.py)."""
+        from ..evaluation.calibration import not_calibratable
+
+        raise not_calibratable(self.name)
 
     def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
         """A batch of model inputs (padded to its longest row), with `labels` if the features
@@ -238,6 +302,16 @@ class Task(ABC):
         """Whether two predictions of one input agree (ONNX parity): the same decision, whatever
         small differences their scores have."""
         return a == b
+
+    def explain_targets(self, logits: Sequence[np.ndarray], encoded: Encoded,
+                        label: str | None = None) -> list[list[ExplainTarget]]:
+        """Per record, the scalars an explanation attributes (lmtune.inference.explain): what
+        the prediction rests on, or the scores of `label` where the task lets one choose."""
+        raise not_explainable(self.name)
+
+    def explain_words(self, encoded: Encoded, feature: int, tokenizer: Any) -> TokenWords:
+        """The words (with character offsets) that feature `feature`'s tokens belong to."""
+        raise not_explainable(self.name)
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
         """Task-specific plots for an evaluation; none by default."""

@@ -21,10 +21,11 @@ from ..config import ConfigError
 from ..data import checks
 from ..data.records import DataIssue, Dataset, Record
 from ..evaluation import metrics as M
-from .base import Encoded, Task, edit_fields
+from .base import Encoded, ExplainTarget, Task, TokenWords, edit_fields, encoding_words
 
 if TYPE_CHECKING:
     from ..data.edits import Edit
+    from ..evaluation.calibration import CalibrationScores
 
 
 def _label_sort_key(label: str) -> tuple:
@@ -88,10 +89,17 @@ class ClassificationTask(Task):
     peft_task_type = "SEQ_CLS"
     learns_in_sequence = True
     has_classes = True
+    explainable = True
+    calibratable = True
 
     @property
     def attackable(self) -> bool:  # type: ignore[override]
         """Single-label only: an attack flips the one predicted label; a label set has no one label."""
+        return not self.multi_label
+
+    @property
+    def learns_actively(self) -> bool:  # type: ignore[override]
+        """Single-label only: uncertainty is read from one softmax over the labels."""
         return not self.multi_label
 
     def edit_record(self, record: Record, edit: Edit) -> tuple[Record, int]:
@@ -348,6 +356,19 @@ class ClassificationTask(Task):
         index[kept] = np.arange(len(kept))
         return M.single_label_metrics(index[labels], index[predicted], [self.labels[i] for i in kept])
 
+    def calibration_scores(self, logits: Sequence[np.ndarray], encoded: Encoded) -> CalibrationScores:
+        """One softmax per example over its label's group (all labels without groups), or one
+        sigmoid per (example, label) for multi-label."""
+        from ..evaluation.calibration import CalibrationScores
+
+        scores = np.stack(logits)  # (examples, labels)
+        gold = np.array([f["labels"] for f in encoded.features])
+        if self.multi_label:
+            return CalibrationScores(scores, gold, "sigmoid")
+        if self._group_of is not None:  # other groups' labels are not candidates: probability 0
+            scores = np.where(self._group_of[gold][:, None] == self._group_of[None, :], scores, -np.inf)
+        return CalibrationScores(scores, gold, "softmax")
+
     def _columns(self, labels: Sequence[str] | str | None) -> tuple[list[str], list[int]]:
         """The labels a prediction chooses among (default: all) and their logit columns."""
         if labels is None:
@@ -382,6 +403,42 @@ class ClassificationTask(Task):
         return [{"label": names[int(row.argmax())], "score": float(row.max()),
                  "probabilities": {l: float(p) for l, p in zip(names, row)}, **c}
                 for row, c in zip(probs, cut)]
+
+    def explain_targets(self, logits: Sequence[np.ndarray], encoded: Encoded,
+                        label: str | None = None) -> list[list[ExplainTarget]]:
+        """The probability of the predicted class (multi-label: of each predicted label, else
+        the likeliest), or of each label in `label` ("a" or "a,b")."""
+        chosen = None if label is None else self._columns(label)[1]
+        targets = []
+        for feature, row in enumerate(logits):
+            if chosen is not None:
+                columns = chosen
+            elif self.multi_label:
+                columns = [c for c, z in enumerate(row) if 1 / (1 + np.exp(-z)) >= self.cfg.eval.threshold]
+                columns = columns or [int(np.argmax(row))]
+            else:
+                columns = [int(np.argmax(row))]
+            targets.append([ExplainTarget(self.labels[c], feature, self._probability(c), "probability")
+                            for c in columns])
+        return targets
+
+    def _probability(self, column: int) -> Any:
+        """logits (batch, labels) -> the probability of one label (batch,)."""
+        if self.multi_label:
+            return lambda z: torch.sigmoid(z.float()[:, column])
+        return lambda z: z.float().softmax(-1)[:, column]
+
+    def explain_words(self, encoded: Encoded, feature: int, tokenizer: Any) -> TokenWords:
+        """The text's (and pair's) words, as the tokenizer splits them (the prompt's, with a
+        template)."""
+        texts, pairs, special = self._inputs([encoded.records[feature]], tokenizer)
+        data = self.cfg.data
+        segments = [("prompt" if data.template else data.text_column, texts[0])]
+        if pairs:
+            segments.append((data.text_pair_column, pairs[0]))
+        encoding = tokenizer(texts, pairs, truncation=True, max_length=self.cfg.model.max_length,
+                             return_offsets_mapping=True, add_special_tokens=special)
+        return TokenWords(segments, encoding_words(encoding, 0))
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
         if "confusion_matrix" not in metrics:

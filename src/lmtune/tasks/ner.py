@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from ..data.records import DataIssue, Dataset, Record
 from ..data.tags import best_valid_tags, detect_scheme, entity_spans, inconsistencies, split_tag, to_iob2
 from ..data.words import join_words, split_words
-from .base import Encoded, RecordOp, Task, require_text
+from .base import Encoded, ExplainTarget, RecordOp, Task, TokenWords, require_text
 from .batch import IGNORE_INDEX, pad_token_labels
 
 if TYPE_CHECKING:
     from ..data.edits import Edit
+    from ..evaluation.calibration import CalibrationScores
 
 Mentions = dict[str, list[list[str]]]  # entity type -> the distinct mentions of it, as words
 
@@ -43,6 +44,8 @@ class NerTask(Task):
     input_kinds = ("text", "words")  # raw text, or a list of words
     windows_long_inputs = True
     peft_task_type = "TOKEN_CLS"
+    explainable = True
+    calibratable = True
 
     def format_prediction(self, prediction: Any, text: str) -> str:
         """The entities found (type, text, span, score), then the input text."""
@@ -294,24 +297,43 @@ class NerTask(Task):
                                weight=weights, ignore_index=IGNORE_INDEX,
                                label_smoothing=self.cfg.train.label_smoothing)
 
-    def word_probs(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[np.ndarray]:
-        """Per record, (words x labels) probabilities; each word from its most central window."""
+    def word_logits(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per record, (words x labels) logits, each word's from its most central window, and
+        which words had a window at all (a word no piece stands for has none)."""
         counts = [len(self.words(r)[0]) for r in encoded.records]
-        probs = [np.zeros((n, len(self.labels)), dtype=np.float32) for n in counts]
+        rows = [np.zeros((n, len(self.labels)), dtype=np.float32) for n in counts]
         context = [np.full(n, -1) for n in counts]
         for feature, row in zip(encoded.features, logits):
             positions = [(p, w) for p, w in enumerate(feature["words"]) if w >= 0]
-            if not positions:
-                continue
-            shifted = np.exp(row - row.max(-1, keepdims=True))
-            row_probs = shifted / shifted.sum(-1, keepdims=True)
             r = feature["record"]
             for k, (p, w) in enumerate(positions):
                 margin = min(k, len(positions) - 1 - k)  # words of context on the nearer side
                 if margin > context[r][w]:
                     context[r][w] = margin
-                    probs[r][w] = row_probs[p]
+                    rows[r][w] = row[p]
+        return [(row, seen >= 0) for row, seen in zip(rows, context)]
+
+    def word_probs(self, logits: Sequence[np.ndarray], encoded: Encoded) -> list[np.ndarray]:
+        """Per record, (words x labels) probabilities; each word from its most central window
+        (all zero for a word without one)."""
+        probs = []
+        for row, seen in self.word_logits(logits, encoded):
+            shifted = np.exp(row - row.max(-1, keepdims=True))
+            probs.append(np.where(seen[:, None], shifted / shifted.sum(-1, keepdims=True), 0.0).astype(np.float32))
         return probs
+
+    def calibration_scores(self, logits: Sequence[np.ndarray], encoded: Encoded) -> CalibrationScores:
+        """Every labelled word is one example: its logits as prediction reads them (the most
+        central window's) against its gold tag, one softmax over the tags."""
+        from ..evaluation.calibration import CalibrationScores
+
+        index = {label: i for i, label in enumerate(self.labels)}
+        scores, gold = [], []
+        for record, (row, seen) in zip(encoded.records, self.word_logits(logits, encoded)):
+            scores.append(row[seen])
+            gold += [index[t] for t, s in zip(self.tags(record), seen) if s]
+        return CalibrationScores(np.concatenate(scores) if scores else np.zeros((0, len(self.labels))),
+                                 np.array(gold, dtype=int), "softmax")
 
     def best_tags(self, probs: np.ndarray) -> list[str]:
         return best_valid_tags(np.log(np.maximum(probs, 1e-12)), self.labels)
@@ -361,6 +383,56 @@ class NerTask(Task):
                                  "score": float(confidence[first:last].mean())})
             results.append({"entities": entities, "tags": tags, "words": words})
         return results
+
+    def explain_targets(self, logits: Sequence[np.ndarray], encoded: Encoded,
+                        label: str | None = None) -> list[list[ExplainTarget]]:
+        """Per predicted entity (of type `label` only, if given): the logit of its first word's
+        tag at that word's first piece, in the window where the word has the most context."""
+        kinds = sorted({split_tag(t)[1] for t in self.labels} - {""})
+        if label is not None and label not in kinds:
+            raise ValueError(f"label {label!r} is not an entity type of this model; choose among: "
+                             f"{', '.join(kinds)}")
+        targets = []
+        for r, (record, probs) in enumerate(zip(encoded.records, self.word_probs(logits, encoded))):
+            _, spans, text = self.words(record)
+            tags, found = self.best_tags(probs), []
+            for kind, first, last in entity_spans(tags):
+                if label is not None and kind != label:
+                    continue
+                feature, position = self._first_piece(encoded, r, first)
+                column, (start, end) = self.labels.index(tags[first]), (spans[first][0], spans[last - 1][1])
+                found.append(ExplainTarget(f"{kind} {text[start:end]!r} [{start}:{end}]", feature,
+                                           lambda z, p=position, c=column: z[:, p, c]))
+            targets.append(found)
+        return targets
+
+    @staticmethod
+    def _first_piece(encoded: Encoded, record: int, word: int) -> tuple[int, int]:
+        """(feature, token position) of a word's first piece, in its most central window (the
+        window `word_probs` takes its tag from)."""
+        best = (-1, 0, 0)
+        for f, feature in enumerate(encoded.features):
+            if feature["record"] != record:
+                continue
+            positions = [p for p, w in enumerate(feature["words"]) if w >= 0]
+            for k, p in enumerate(positions):
+                margin = min(k, len(positions) - 1 - k)
+                if feature["words"][p] == word and margin > best[0]:
+                    best = (margin, f, p)
+        return best[1], best[2]
+
+    def explain_words(self, encoded: Encoded, feature: int, tokenizer: Any) -> TokenWords:
+        """The record's words; a word's later pieces belong to it, the special tokens to none."""
+        row = encoded.features[feature]
+        _, spans, text = self.words(encoded.records[row["record"]])
+        prefix, suffix = (len(s) for s in _special_tokens(tokenizer))
+        result: list[tuple[int, int, int] | None] = [None] * len(row["input_ids"])
+        current = None
+        for p in range(prefix, len(result) - suffix):
+            if row["words"][p] >= 0:
+                current = (0, *spans[row["words"][p]])
+            result[p] = current
+        return TokenWords([("text", text)], result)
 
     def plots(self, metrics: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
         from ..evaluation.plots import confusion_matrix

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
 from ..evaluation.squad_metrics import squad_scores
-from .base import Encoded, Task, edit_fields, require_text
+from .base import Encoded, ExplainTarget, Task, TokenWords, edit_fields, encoding_words, require_text
 
 if TYPE_CHECKING:
     from ..data.edits import Edit
@@ -47,6 +47,7 @@ class QuestionAnsweringTask(Task):
     onnx_outputs = ("start_logits", "end_logits")
     windows_long_inputs = True
     peft_task_type = "QUESTION_ANS"
+    explainable = True
 
     def input_fields(self) -> tuple[str, str | None]:
         return "question", "context"  # the SQuAD field names, whatever the training file was
@@ -116,12 +117,7 @@ class QuestionAnsweringTask(Task):
                with_labels: bool = True) -> Encoded:
         if not records:
             return Encoded([], records)
-        questions = [str(r.fields["question"]).lstrip() for r in records]
-        contexts = [str(r.fields["context"]) for r in records]
-        encoding = tokenizer(questions, contexts, truncation="only_second", max_length=max_length,
-                             stride=min(self.cfg.data.window_overlap, max_length // 4),
-                             return_overflowing_tokens=True, return_offsets_mapping=True,
-                             return_attention_mask=False)
+        encoding = self._tokenize(records, tokenizer, max_length)
         features = []
         windows = Counter(encoding["overflow_to_sample_mapping"])
         for i in range(len(encoding["input_ids"])):
@@ -137,6 +133,15 @@ class QuestionAnsweringTask(Task):
             features.append(feature)
         return Encoded(features, records, windowed=sum(1 for n in windows.values() if n > 1),
                        lengths=[len(f["input_ids"]) for f in features])
+
+    def _tokenize(self, records: Sequence[Record], tokenizer: Any, max_length: int) -> Any:
+        """Question + context pairs as windows over the context, with offsets."""
+        questions = [str(r.fields["question"]).lstrip() for r in records]
+        contexts = [str(r.fields["context"]) for r in records]
+        return tokenizer(questions, contexts, truncation="only_second", max_length=max_length,
+                         stride=min(self.cfg.data.window_overlap, max_length // 4),
+                         return_overflowing_tokens=True, return_offsets_mapping=True,
+                         return_attention_mask=False)
 
     # ---- loss and predictions -----------------------------------------------------------
     def model_logits(self, outputs: Any) -> torch.Tensor:
@@ -195,6 +200,50 @@ class QuestionAnsweringTask(Task):
                **options: Any) -> list[Any]:
         spans = self.best_spans(logits, encoded, top_k)
         return [s[0] if top_k == 1 else s for s in spans]
+
+    def explain_targets(self, logits: Sequence[np.ndarray], encoded: Encoded,
+                        label: str | None = None) -> list[list[ExplainTarget]]:
+        """The start and end logits of the predicted answer, in the window that scores it best
+        (no answer: the start and end logits at [CLS])."""
+        if label is not None:
+            raise ValueError("a QA explanation explains the predicted answer's start and end; "
+                             "there is no label to choose (leave --label out)")
+        targets = []
+        for r, (answer, *_) in enumerate(self.best_spans(logits, encoded)):
+            feature, start, end = self._answer_tokens(logits, encoded, r, answer["start"], answer["end"])
+            shown = f"{answer['answer']!r}" if answer["answer"] else "(no answer)"
+            targets.append([ExplainTarget(f"answer start {shown}", feature, lambda z, p=start: z[:, p, 0]),
+                            ExplainTarget(f"answer end {shown}", feature, lambda z, p=end: z[:, p, 1])])
+        return targets
+
+    @staticmethod
+    def _answer_tokens(logits: Sequence[np.ndarray], encoded: Encoded, record: int, start: int,
+                       end: int) -> tuple[int, int, int]:
+        """(feature, start token, end token) of the character span [start, end) where its start +
+        end logit is highest; start < 0 (no answer) is [CLS], position 0."""
+        first = next(f for f, feature in enumerate(encoded.features) if feature["record"] == record)
+        best = (-np.inf, first, 0, 0)
+        for f, (feature, row) in enumerate(zip(encoded.features, logits)):
+            if feature["record"] != record:
+                continue
+            offsets = feature["offsets"]
+            starts = [0] if start < 0 else [i for i, o in enumerate(offsets) if o and o[0] == start]
+            ends = [0] if start < 0 else [i for i, o in enumerate(offsets) if o and o[1] == end]
+            for s in starts:
+                for e in (e for e in ends if e >= s):
+                    if row[s, 0] + row[e, 1] > best[0]:
+                        best = (row[s, 0] + row[e, 1], f, s, e)
+        return best[1], best[2], best[3]
+
+    def explain_words(self, encoded: Encoded, feature: int, tokenizer: Any) -> TokenWords:
+        """The question's and the context's words, in the feature's window."""
+        r = encoded.features[feature]["record"]
+        record = encoded.records[r]
+        encoding = self._tokenize([record], tokenizer, self.cfg.model.max_length)
+        window = sum(1 for f in encoded.features[:feature] if f["record"] == r)
+        segments = [("question", str(record.fields["question"]).lstrip()),
+                    ("context", str(record.fields["context"]))]
+        return TokenWords(segments, encoding_words(encoding, window))
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return (f"exact match {metrics['exact_match']:.2f}  F1 {metrics['f1']:.2f}  "
