@@ -185,9 +185,16 @@ def test_encoder_similarity_uses_descriptions_and_shots(tiny_model):
                                AutoTokenizer.from_pretrained(str(tiny_model)), labels, shots)
     texts, gold = [t for t, _ in shots], [v for _, v in shots]
     metrics = evaluate(scorer, texts, gold)
-    # Each text is part of its own label's centroid, so it lies closer to that one: all right.
-    assert [labels.values[i] for i in np.argmax(scorer.scores(texts), axis=1)] == gold
-    assert set(metrics["per_class"]) == {"1", "0"} and metrics["accuracy"] == 1.0
+    assert set(metrics["per_class"]) == {"1", "0"}
     # A text identical to a label's only evidence is closest to that label.
     only = EncoderSimilarity(scorer.model, scorer.tokenizer, labels, shots=[])
     assert np.argmax(only.scores(["good"])[0]) == 0 and np.argmax(only.scores(["bad"])[0]) == 1
+    # The shots move each description towards what sets its label's examples apart: every
+    # example's margin for its own label grows.
+    own = [labels.values.index(v) for v in gold]
+
+    def margins(s):
+        scores = s.scores(texts)
+        return np.array([row[i] - row[1 - i] for row, i in zip(scores, own)])
+
+    assert (margins(scorer) > margins(only)).all()
