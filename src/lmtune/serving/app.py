@@ -42,6 +42,12 @@ class Limits:
                    max_chars=settings.max_chars)
 
 
+# The errors every model route may answer, for the OpenAPI schema.
+ROUTE_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "unknown model"},
+                                                413: {"description": "body too large"},
+                                                401: {"description": "API key missing or wrong"}}
+
+
 @functools.lru_cache(maxsize=None)
 def _schemas() -> SimpleNamespace:
     """The request and response models (built once, on first use: pydantic comes with FastAPI)."""
@@ -249,17 +255,21 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
 
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    def lookup(name: str) -> Any:
+        """The served model called `name`, or a 404 that lists the served ones."""
+        item = served.get(name)
+        if item is None:
+            raise HTTPException(404, f"no model {name!r}; served: {', '.join(sorted(served))}")
+        return item
+
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     def models() -> list[dict[str, Any]]:
         return [item.describe() for item in served.values()]
 
     @app.post("/v1/models/{name}/predict", response_model=PredictResponse, dependencies=[Depends(authorize)],
-              responses={404: {"description": "unknown model"}, 413: {"description": "body too large"},
-                         401: {"description": "API key missing or wrong"}})
+              responses=ROUTE_ERRORS)
     async def predict(name: str, request: PredictRequest) -> PredictResponse:
-        item = served.get(name)
-        if item is None:
-            raise HTTPException(404, f"no model {name!r}; served: {', '.join(sorted(served))}")
+        item = lookup(name)
         if item.batcher is None:
             raise HTTPException(503, "the server is starting")
         start = time.perf_counter()
@@ -283,13 +293,10 @@ def create_app(runs: dict[str, Any], api_key: str | None = None, limits: Limits 
     ExplainRequest, ExplainResponse = _schemas().ExplainRequest, _schemas().ExplainResponse
 
     @app.post("/v1/models/{name}/explain", response_model=ExplainResponse, dependencies=[Depends(authorize)],
-              responses={404: {"description": "unknown model"}, 413: {"description": "body too large"},
-                         401: {"description": "API key missing or wrong"}})
+              responses=ROUTE_ERRORS)
     async def explain(name: str, request: ExplainRequest) -> ExplainResponse:
         """Token attributions by integrated gradients; inputs are checked as predict checks them."""
-        item = served.get(name)
-        if item is None:
-            raise HTTPException(404, f"no model {name!r}; served: {', '.join(sorted(served))}")
+        item = lookup(name)
         try:
             items = _items(item, request.inputs, request.pairs, limits)
             item.check(items)
