@@ -15,6 +15,14 @@ import torch
 from .tasks.base import Encoded, Feature, Task
 
 
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, hidden) unit-length float32 mean of the token states over the real tokens: the
+    sentence embedding sentence-transformers models such as MiniLM were trained to give."""
+    weights = attention_mask[..., None].to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
 def forward_logits(model: torch.nn.Module, task: Task, batch: dict[str, torch.Tensor],
                    method: Any = None) -> torch.Tensor:
     """The task's logits for a batch, lined up with its inputs by the method (prompt tuning

@@ -167,6 +167,8 @@ class EncoderSimilarity(Calibrated):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled, L2-normalised last hidden states (the sentence-transformers recipe)."""
+        from .forward import mean_pooled
+
         device = next(self.model.parameters()).device
         chunks = []
         with torch.inference_mode():
@@ -174,9 +176,7 @@ class EncoderSimilarity(Calibrated):
                 batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
                                        max_length=256, return_tensors="pt").to(device)
                 hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"][..., None].float()
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-                chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+                chunks.append(mean_pooled(hidden, batch["attention_mask"]).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, 1))
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:

@@ -52,10 +52,10 @@ class SentenceClassifier(nn.Module):
         """(batch, hidden) unit-length mean of the token states over the real tokens."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        from ..forward import mean_pooled
+
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
-        mask = attention_mask[..., None].to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return nn.functional.normalize(pooled.float(), dim=-1)
+        return mean_pooled(hidden, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: Any = None, **inputs: Any) -> Any:
@@ -221,12 +221,13 @@ def describe_labels(encoder: nn.Module, model_path: Path, labels: list[str], wor
                           f"{', '.join(map(repr, missing))}: add them as value=word")
     texts = [description.format(label=named.get(v, v)) for v in labels]
     tokenizer = load_tokenizer(model_path)
+    from ..forward import mean_pooled
+
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    classifier = SentenceClassifier(encoder, torch.zeros(len(labels), 1), 1.0, 1.0)
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
-        embedded = classifier.embed(**{k: v for k, v in batch.items()})
+        embedded = mean_pooled(encoder(**batch).last_hidden_state, batch["attention_mask"])
     encoder.train(was_training)
     return embedded
 

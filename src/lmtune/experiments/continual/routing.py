@@ -74,9 +74,9 @@ class Embedder:
         input_ids = torch.tensor([row + [pad] * (longest - len(row)) for row in ids], device=device)
         mask = torch.tensor([[1] * len(row) + [0] * (longest - len(row)) for row in ids], device=device)
         hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # [b, len, hidden]
-        weights = mask[..., None].to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)  # [b, hidden]
-        return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+        from ...forward import mean_pooled
+
+        return mean_pooled(hidden, mask).cpu().numpy()
 
 
 def embed_texts(model_path: str | Path, texts: Sequence[str], batch_size: int = 64,
