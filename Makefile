@@ -44,6 +44,7 @@ $(SETFIT_STAMP):
 # tests again with `auto` forced to whichever of bf16 and fp32 the first pass did not use, so
 # every machine checks both numerics (a pass identical to the first is not repeated).
 test: $(STAMP)
+	@command -v chromium >/dev/null || apt-get install -y -qq chromium >/dev/null  # tests/test_ui_browser.py
 	$(PY) -m pytest -q
 	@auto=$$($(PY) -c "from lmtune.training.precision import resolve_precision; print(resolve_precision('auto').mode)"); \
 	for mode in bf16 no; do \

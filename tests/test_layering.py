@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lmtune"
 # Task and method names as the config spells them ("full" is left out: too common a word).
-NAMES = {"classification", "ner", "qa", "generation", "prompted",
+NAMES = {"classification", "ner", "qa", "generation", "prompted", "mlm", "clm",
          "lora", "adalora", "ia3", "prefix", "prompt", "freeze", "few-shot"}
 OWNERS = ("tasks", "methods")  # where task and method names belong
 # Expressions that name the task or method of a run: cfg.task, predictor.task.name, cfg.method.name...

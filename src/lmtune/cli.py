@@ -595,6 +595,15 @@ def cmd_runs(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """The web dashboard over a runs folder (read-only)."""
+    from .serving import read_api_key
+    from .ui import run_ui
+
+    run_ui(args.runs, args.host, args.port, read_api_key(args.api_key_file))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Print the whole config (defaults, with any flags given applied) as YAML with each
     field's description as a comment: a file to start from."""
@@ -789,6 +798,15 @@ def make_parser() -> argparse.ArgumentParser:
                       help="runs (names as listed, or folders) side by side: config differences, metric "
                            "deltas against the first, per class")
     runs.set_defaults(func=cmd_runs)
+
+    ui = sub.add_parser("ui", allow_abbrev=False, help="a local web dashboard over the runs folder",
+                        description="Runs, comparisons, learning curves (live while training), the validation "
+                                    "examples a run gets wrong, and a form to try a run. Read-only.")
+    ui.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=8000)
+    ui.add_argument("--api-key-file", help="require this file's key (X-API-Key header, or open ?key=KEY once)")
+    ui.set_defaults(func=cmd_ui)
 
     data = sub.add_parser("data", help="data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -60,7 +60,7 @@ class DataConfig:
                                                "example's loss, metrics and (given a group) prediction choose "
                                                "only within its label's group: one head serving several tasks")
     on_error: str = option("raise", "raise | skip (skip counts and reports every skipped row)")
-    format: str = option("auto", "auto | csv | tsv | jsonl | parquet | conll | squad (auto: by extension, "
+    format: str = option("auto", "auto | csv | tsv | jsonl | parquet | conll | squad | text (auto: by extension, "
                                  "else the task's usual layout when the content is that)")
     validation_split: float = option(0.0, "carve a validation set from train when none is given")
     tag_scheme: str = option("auto", "ner: auto | iob1 | iob2 | bioes (auto: BIOES if S-/E- tags, else IOB2)")
@@ -70,6 +70,8 @@ class DataConfig:
     response_column: str = option("response", "generation: the response field (what the model learns to write)")
     chat_template: str = option("auto", "generation: auto (the tokenizer's, when it has one) | none")
     packing: bool = option(False, "generation: pack short examples into one sequence (isolated attention)")
+    mask_probability: float = option(0.15, "mlm: share of tokens masked (80% [MASK], 10% random, 10% kept)")
+    whole_word_mask: bool = option(False, "mlm: mask all pieces of a word together")
 
 
 @dataclass
@@ -157,6 +159,8 @@ class EvalConfig:
     null_threshold: Optional[float] = option(None, "qa: allow \"no answer\" when it wins by this margin")
     calibrate: bool = option(True, "fit a temperature on the validation data after training and use it in "
                                    "predictions (classification, ner)")
+    write_predictions: bool = option(True, "after training, write each validation (and test) example's "
+                                           "prediction and loss to <run>/predictions/ (error analysis)")
 
 
 @dataclass
@@ -270,7 +274,7 @@ class ContinualConfig:
 
 @dataclass
 class Config:
-    task: str = option("classification", "classification | ner | qa | generation")
+    task: str = option("classification", "classification | ner | qa | generation | mlm | clm")
     model: ModelConfig = group(ModelConfig, "the base model")
     data: DataConfig = group(DataConfig, "data files and fields")
     method: MethodConfig = group(MethodConfig, "which parameters train: full, freeze or a PEFT adapter")
@@ -475,6 +479,7 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("train.num_threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
     ("train.examples_per_class", lambda v: v >= 0, ">= 0 (0: every training row)"),
     ("train.logging_steps", lambda v: v >= 1, ">= 1"),
+    ("data.mask_probability", lambda v: 0 < v < 1, "in (0, 1)"),
     ("eval.batch_size", lambda v: v >= 1, ">= 1"),
     ("eval.threshold", lambda v: 0 < v < 1, "in (0, 1)"),
     ("eval.max_answer_tokens", lambda v: v >= 1, ">= 1"),
@@ -622,7 +627,7 @@ def validate(cfg: Config) -> None:
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
         "data.tag_scheme": (cfg.data.tag_scheme, ("auto", "iob1", "iob2", "bioes")),
         "data.chat_template": (cfg.data.chat_template, ("auto", "none")),
-        "data.format": (cfg.data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad")),
+        "data.format": (cfg.data.format, ("auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad", "text")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

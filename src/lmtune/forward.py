@@ -70,8 +70,15 @@ def batched_outputs(model: torch.nn.Module, features: Sequence[Feature], batch_s
 def evaluate_encoded(model: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int,
                      pad_id: int, device: torch.device, method: Any = None) -> dict[str, Any]:
     """The task's metrics (and mean loss) for labeled, encoded data."""
+    return scored_logits(model, task, encoded, batch_size, pad_id, device, method)[0]
+
+
+def scored_logits(model: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int,
+                  pad_id: int, device: torch.device, method: Any = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """`evaluate_encoded`'s metrics and the logits they were computed from (for per-example
+    predictions, without a second forward pass)."""
     logits, loss = batched_logits(model, encoded.features, batch_size, pad_id, device, task, method)
     metrics = task.metrics(logits, encoded)
     if loss is not None:
         metrics["loss"] = loss
-    return metrics
+    return metrics, logits

@@ -59,10 +59,24 @@ def resolve_model(ref: str) -> Path:
         return _packaged(ref, ALIASES[ref])
     path = Path(ref).expanduser()
     if path.exists():
+        path = _run_model(path)
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path}: a model folder needs config.json (and weights, tokenizer)")
         return path
     return _download(ref)
+
+
+def _run_model(path: Path) -> Path:
+    """A run folder stands for the model it trained (its model/ folder): a continued-pretraining
+    run is the base of a later fine-tuning run. An adapter run must be merged first."""
+    model = path / "model"
+    if (path / "config.json").is_file() or not (path / "config.yaml").is_file() or not model.is_dir():
+        return path
+    if not (model / "config.json").is_file() and (model / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"{path} is an adapter run (its model/ holds adapter weights only); merge "
+                                 f"it into a full model first (lmtune export {path} --merge), then pass "
+                                 f"--model {path / 'merged'}")
+    return model
 
 
 def _packaged(name: str, alias: Alias) -> Path:

@@ -410,9 +410,10 @@ def _run_metrics(cfg: Config, result: Any, report: dict[str, Any], trainable: in
 def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
                    encoded: dict[str, Any], metrics: dict[str, Any], best: dict[str, Any],
                    quiet: bool) -> None:
-    """Score the test split, then write the model, metrics, plots and model card."""
+    """Score the test split, then write the model, metrics, plots, model card and per-example
+    predictions."""
     from .evaluation.plots import learning_curve
-    from .forward import evaluate_encoded
+    from .forward import scored_logits
 
     summary = ""
     if best:
@@ -421,12 +422,15 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
         task.plots(best, run.root)
     if "test" in encoded:
         device = next(model.parameters()).device
-        test = evaluate_encoded(model, task, encoded["test"], cfg.eval.batch_size,
-                                tokenizer.pad_token_id or 0, device)
+        test, logits = scored_logits(model, task, encoded["test"], cfg.eval.batch_size,
+                                     tokenizer.pad_token_id or 0, device, method)
         metrics["test"], metrics["test_report"] = _scalars(test), test
         summary = task.summary(test)
         task.plots(test, run.root, prefix="test_")
-    calibrated = _calibrate(run, cfg, task, method, model, tokenizer, encoded, metrics)
+        _write_predictions(run, cfg, task, "test", logits, encoded)
+    logits = _validation_logits(cfg, task, method, model, tokenizer, encoded)
+    _write_predictions(run, cfg, task, "validation", logits, encoded)
+    calibrated = _calibrate(run, cfg, task, logits, encoded, metrics)
     method.save(model, tokenizer, run.model)
     run.write_metrics(metrics)
     learning_curve(run.log_rows(), run.root / "learning_curve.png", cfg.train.metric_for_best)
@@ -439,19 +443,43 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
     _say(f"run folder: {run.root}", quiet)
 
 
-def _calibrate(run: RunFolder, cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
-               encoded: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """Fit a temperature on the validation split (eval.calibrate, a calibratable task): writes
-    calibration.json and reliability.png, adds metrics["calibration"]; returns the line to say
-    ("" when nothing was fitted)."""
-    if not (cfg.eval.calibrate and task.calibratable and "validation" in encoded):
-        return ""
-    from .evaluation.calibration import summary_line, write_fit
+def _wants_calibration(cfg: Config, task: Task) -> bool:
+    return cfg.eval.calibrate and task.calibratable
+
+
+def _validation_logits(cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
+                       encoded: dict[str, Any]) -> list[Any] | None:
+    """The final model's outputs on the validation split, computed once for calibration and the
+    predictions file; None when neither wants them (or there is no validation split)."""
+    if "validation" not in encoded or not (_wants_calibration(cfg, task) or cfg.eval.write_predictions):
+        return None
     from .forward import batched_logits
 
+    logits, _ = batched_logits(model, encoded["validation"].features, cfg.eval.batch_size,
+                               tokenizer.pad_token_id or 0, next(model.parameters()).device, task, method)
+    return logits
+
+
+def _write_predictions(run: RunFolder, cfg: Config, task: Task, split: str, logits: list[Any] | None,
+                       encoded: dict[str, Any]) -> None:
+    """<run>/predictions/<split>.jsonl (eval.write_predictions): one row per example of the split."""
+    if logits is None or not cfg.eval.write_predictions:
+        return
+    from .evaluation.examples import write_examples
+
+    write_examples(run.predictions / f"{split}.jsonl", task.example_rows(logits, encoded[split]))
+
+
+def _calibrate(run: RunFolder, cfg: Config, task: Task, logits: list[Any] | None,
+               encoded: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Fit a temperature on the validation split's `logits` (eval.calibrate, a calibratable
+    task): writes calibration.json and reliability.png, adds metrics["calibration"]; returns
+    the line to say ("" when nothing was fitted)."""
+    if logits is None or not _wants_calibration(cfg, task):
+        return ""
+    from .evaluation.calibration import summary_line, write_fit
+
     validation = encoded["validation"]
-    logits, _ = batched_logits(model, validation.features, cfg.eval.batch_size, tokenizer.pad_token_id or 0,
-                               next(model.parameters()).device, task, method)
     fitted_on = {"data": "validation", "file": metrics.get("data", {}).get("validation", {}).get("file")}
     record = write_fit(run.root, task.calibration_scores(logits, validation), fitted_on)
     metrics["calibration"] = {key: record[key] for key in ("temperature", "before", "after")}
@@ -520,10 +548,14 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
     overrides = {"text_column": text_column, "text_pair_column": text_pair_column,
                  "label_column": label_column, "format": data_format}
     dataset = _evaluation_data(predictor, data, overrides, on_error, quiet)
-    metrics = predictor.evaluate_records(dataset.records)
+    rows: list[dict[str, Any]] = []  # per-example predictions, from the same forward pass
+    metrics = predictor.task.evaluate_records(predictor, dataset.records, rows)
     out = Path(run_dir) / "eval" / Path(data).stem
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    from .evaluation.examples import write_examples
+
+    write_examples(out / "predictions.jsonl", rows)
     summary = predictor.task.summary(metrics)
     if "calibration" in metrics:
         from .evaluation.calibration import evaluation_line

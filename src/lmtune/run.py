@@ -8,6 +8,8 @@
     <run>/calibration.json   the temperature predictions divide logits by (fitted on validation
                              data, or refitted by `lmtune calibrate`), with metrics before/after;
                              reliability.png beside it
+    <run>/predictions/       validation.jsonl (test.jsonl): one row per example of the split with
+                             the final model's prediction, gold, loss (evaluation/examples.py)
     <run>/README.md          model card
     <run>/checkpoints/       latest (for resume) and best checkpoints
     <run>/status.json        running | finished | failed | interrupted; the training process's
@@ -55,6 +57,11 @@ class RunFolder:
     @property
     def calibration(self) -> Path:
         return self.root / "calibration.json"
+
+    @property
+    def predictions(self) -> Path:
+        """validation.jsonl (and test.jsonl): the final model's per-example predictions."""
+        return self.root / "predictions"
 
     @property
     def log(self) -> Path:

@@ -1,4 +1,4 @@
-"""Read CSV, TSV, JSONL and Parquet into Records, keeping each row's file and line."""
+"""Read CSV, TSV, JSONL, Parquet and plain text into Records, keeping each row's file and line."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".jso
            ".conllu": "conll", ".bio": "conll", ".iob": "conll", ".iob2": "conll", ".bioes": "conll"}
 
 
-CHOICES = ("auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad")  # data.format
-LAYOUTS = {"conll": "CoNLL columns (token ... tag)", "squad": "SQuAD JSON"}  # a task's usual layout
+CHOICES = ("auto", "csv", "tsv", "jsonl", "parquet", "conll", "squad", "text")  # data.format
+# a task's usual layout; plain text (read_text) is the pretraining tasks' (a .txt corpus)
+LAYOUTS = {"conll": "CoNLL columns (token ... tag)", "squad": "SQuAD JSON", "text": "plain text"}
 
 
 def detect_format(path: str | Path, usual: str | None = None) -> str:
@@ -83,6 +84,8 @@ def existing_file(path: str | Path) -> Path:
 
 def _sniff(path: Path, layout: str) -> Dataset | None:
     """The file read as `layout` (conll or squad) if its content is that layout, else None."""
+    if layout == "text":
+        return read_text(path)  # any text is text (a binary file is an error)
     if layout == "squad":
         from .squad import read_squad
 
@@ -106,6 +109,8 @@ def _read(path: Path, fmt: str) -> Dataset:
         return squad
     if fmt == "parquet":
         dataset = _read_parquet(path)
+    elif fmt == "text":
+        dataset = read_text(path)
     else:
         lines, issues = decode_lines(path)
         dataset = (_read_jsonl(path, lines, issues) if fmt == "jsonl"
@@ -190,3 +195,33 @@ def _read_parquet(path: Path) -> Dataset:
     rows = table.to_pylist()
     records = [Record(row, str(path), index) for index, row in enumerate(rows, start=1)]
     return Dataset(str(path), records, [], table.column_names)
+
+
+TEXT_FIELD = "text"  # the field a plain-text document is read into
+
+
+def read_text(path: Path) -> Dataset:
+    """Plain text as documents in a `text` field. The rule: a file with any blank line holds
+    paragraphs separated by blank lines (a paragraph's lines are joined with newlines);
+    a file without one holds one document per line. A binary file is one clear error."""
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        offset = raw.index(b"\x00")
+        raise DataError([DataIssue("error", str(path), None, None,
+                                   f"looks like a binary file (a NUL byte at offset {offset})",
+                                   "give a UTF-8 text file: one document per line, or paragraphs "
+                                   "separated by blank lines")], advice="")
+    lines, issues = decode_lines(path)
+    paragraphs = any(not text.strip() for _, text in lines) and any(text.strip() for _, text in lines)
+    records: list[Record] = []
+    for number, text in lines:
+        if not text.strip():
+            continue
+        last = records[-1] if records else None
+        if paragraphs and last is not None and (last.last_line or last.line) == number - 1:
+            last.fields[TEXT_FIELD] += "\n" + text.strip()
+            last.last_line = number
+        else:
+            records.append(Record({TEXT_FIELD: text.strip()}, str(path), number, number))
+    note = "paragraphs separated by blank lines" if paragraphs else "one document per line"
+    return Dataset(str(path), records, issues, [TEXT_FIELD], format="text", notes=[f"{path}: {note}"])

@@ -103,7 +103,7 @@ def summarize(folder: Path, root: Path | None = None, now: float | None = None) 
     config = flatten(_read_yaml(run.config))
     status, note = run.current_status(now)
     record = run.read_status()
-    results = _read_json(run.metrics)
+    results = read_json(run.metrics)
     metrics = _result_metrics(results) if results else _log_metrics(run.log)
     metric = config.get("train.metric_for_best")
     value = metrics.get(metric, metrics.get(f"test.{metric}")) if metric else None
@@ -166,6 +166,11 @@ def filter_runs(runs: Sequence[RunSummary], expressions: Iterable[str]) -> list[
     return kept
 
 
+def is_filter_expression(text: str) -> bool:
+    """Whether `text` has the form of a --filter expression (KEY op VALUE)."""
+    return bool(_FILTER.match(text))
+
+
 def check_key(runs: Sequence[RunSummary], key: str, flag: str) -> None:
     """Stop at a key no listed run has, naming the closest one."""
     known = list(COLUMNS) + list(dict.fromkeys(k for r in runs for k in (*r.metrics, *r.config)))
@@ -213,7 +218,7 @@ def compare_runs(directory: str | Path, names: Sequence[str]) -> dict[str, Any]:
         "config": {key: [r.config.get(key) for r in runs] for key in differing_keys(runs)},
         "metrics": metrics,
         "deltas": {name: _deltas(values) for name, values in metrics.items()},
-        "per_class": _per_class([_read_json(r.path / "metrics.json") for r in runs]),
+        "per_class": _per_class([read_json(r.path / "metrics.json") for r in runs]),
     }
 
 
@@ -222,14 +227,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     """The raw config (not validated: a listing shows runs of other versions too)."""
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a listing of hundreds stays fast
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=loader)
     except (OSError, yaml.YAMLError):
         return {}
     return values if isinstance(values, dict) else {}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         values = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -250,20 +256,46 @@ def _result_metrics(results: dict[str, Any]) -> dict[str, Any]:
 def _log_metrics(log: Path) -> dict[str, Any]:
     """An unfinished run's best evaluation so far (else its last one) from train_log.jsonl; a
     line being written as we read is skipped."""
+    evaluations = [row for row in read_log(log)[0] if row.get("kind") == "eval"]
+    best = [row for row in evaluations if row.get("best")]
+    return _numbers((best or evaluations or [{}])[-1])
+
+
+def read_log(log: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """train_log.jsonl's rows from byte `offset` on, and the offset to read on from (for
+    following a running training). A last line still being written is left for the next read;
+    an unreadable complete line is skipped."""
     try:
-        lines = log.read_text().splitlines()
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
     except OSError:
-        return {}
-    evaluations = []
-    for line in lines:
+        return [], offset
+    complete = data[: data.rfind(b"\n") + 1]
+    rows = []
+    for line in complete.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and row.get("kind") == "eval":
-            evaluations.append(row)
-    best = [row for row in evaluations if row.get("best")]
-    return _numbers((best or evaluations or [{}])[-1])
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, offset + len(complete)
+
+
+def run_under(root: Path, name: str) -> Path:
+    """The run folder called `name` (as list_runs names it: "a" or "study/trial-003") inside
+    `root`, and never outside it: absolute names, "..", and symlinks that lead out are refused
+    (FileNotFoundError), as is a folder that is not a run folder."""
+    parts = name.split("/")
+    if not name or Path(name).is_absolute() or "\\" in name or "\0" in name or \
+            any(part in ("", ".", "..") for part in parts):
+        raise FileNotFoundError(f"{name!r}: not a run name under {root}")
+    base = root.resolve()
+    folder = base.joinpath(*parts).resolve()
+    if not folder.is_relative_to(base) or not is_run_folder(folder):
+        raise FileNotFoundError(f"{name!r}: no run folder of that name under {root}")
+    return root / folder.relative_to(base)  # as list_runs gives paths: under `root` as given
 
 
 def _seconds(status: str, record: dict[str, Any], results: dict[str, Any], now: float) -> float | None:

@@ -12,6 +12,8 @@ TASKS = {
     "ner": "lmtune.tasks.ner:NerTask",
     "qa": "lmtune.tasks.qa:QuestionAnsweringTask",
     "generation": "lmtune.tasks.generation:GenerationTask",
+    "mlm": "lmtune.tasks.mlm:MaskedLMTask",
+    "clm": "lmtune.tasks.clm:CausalLMTask",
 }
 # Tasks that use a pretrained model as it is and cannot be trained, so they stay out of the
 # every-task-trains contract above; `get_task` finds them all the same.

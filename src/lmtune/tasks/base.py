@@ -231,15 +231,25 @@ class Task(ABC):
         logits, encoded = predictor.logits(records)
         return self.decode(logits, encoded, **options)
 
-    def evaluate_records(self, predictor: Any, records: Sequence[Record]) -> dict[str, Any]:
+    def evaluate_records(self, predictor: Any, records: Sequence[Record],
+                         rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Metrics for labeled records with a trained model (`lmtune evaluate`), from the raw
         logits (what training recorded); a calibratable task adds "calibration": ECE, Brier, NLL
-        of the raw scores and of those the predictions give (temperature-scaled)."""
+        of the raw scores and of those the predictions give (temperature-scaled). Given `rows`,
+        also appends the per-example predictions (`example_rows`) from the same forward pass."""
         logits, encoded = predictor.logits(records, with_labels=True, calibrated=False)
         metrics = self.metrics(logits, encoded)
         if self.calibratable:
             metrics["calibration"] = predictor.calibration_report(logits, encoded)
+        if rows is not None:
+            rows.extend(self.example_rows(logits, encoded))
         return metrics
+
+    def example_rows(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
+        """One row per labeled record for error analysis (evaluation/examples.py: text, gold,
+        predicted, correct, loss, ...), from the logits `metrics` reads; none by default (a task
+        that cannot say what it got wrong per example writes no predictions file)."""
+        return []
 
     def calibration_scores(self, logits: Sequence[np.ndarray], encoded: Encoded) -> CalibrationScores:
         """Labeled examples as temperature scaling reads them: raw scores (examples x classes),
@@ -320,3 +330,17 @@ class Task(ABC):
     def summary(self, metrics: dict[str, Any]) -> str:
         """A readable report of `metrics` for the terminal and the model card."""
         return "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+class VocabularyOutputs:
+    """For tasks whose output space is the tokenizer's vocabulary (language modelling): no label
+    set to learn from data, save with the model or restore from it."""
+
+    def fit(self, train: Dataset) -> None:
+        pass
+
+    def model_config(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, hf_config: Any) -> None:
+        pass

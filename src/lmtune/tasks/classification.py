@@ -369,6 +369,35 @@ class ClassificationTask(Task):
             scores = np.where(self._group_of[gold][:, None] == self._group_of[None, :], scores, -np.inf)
         return CalibrationScores(scores, gold, "softmax")
 
+    def example_rows(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
+        """Per record: its label (set) against the predicted one, the cross-entropy of the gold
+        (multi-label: the mean binary cross-entropy over the labels) and the raw model
+        probabilities (before any temperature; with label groups, over the gold's group)."""
+        from ..evaluation.calibration import probabilities
+        from ..evaluation.examples import example_row, sigmoid_losses, softmax_losses
+
+        if not len(logits):
+            return []
+        scores, gold, kind = self.calibration_scores(logits, encoded)
+        probs = probabilities(scores, kind)
+        if self.multi_label:
+            losses = sigmoid_losses(scores, gold)
+            golds = [[label for label, g in zip(self.labels, row) if g] for row in gold]
+            chosen = [[label for label, p in zip(self.labels, row) if p >= self.cfg.eval.threshold] for row in probs]
+        else:
+            losses = softmax_losses(scores, gold)
+            golds = [[self.labels[g]] for g in gold]
+            chosen = [[self.labels[int(row.argmax())]] for row in probs]
+        data, rows = self.cfg.data, []
+        for i, record in enumerate(encoded.records):
+            pair = record.fields.get(data.text_pair_column) if data.text_pair_column else None
+            shown = {label: float(p) for label, p, z in zip(self.labels, probs[i], scores[i]) if np.isfinite(z)}
+            rows.append(example_row(i, record, str(record.fields[data.text_column]), ", ".join(golds[i]),
+                                    ", ".join(chosen[i]), correct=golds[i] == chosen[i], loss=losses[i],
+                                    pair=None if pair is None else str(pair), gold_classes=golds[i],
+                                    predicted_classes=chosen[i], probabilities=shown))
+        return rows
+
     def _columns(self, labels: Sequence[str] | str | None) -> tuple[list[str], list[int]]:
         """The labels a prediction chooses among (default: all) and their logit columns."""
         if labels is None:

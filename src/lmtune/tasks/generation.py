@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
-from .base import Encoded, Feature, Task, edit_fields
+from .base import Encoded, Feature, Task, VocabularyOutputs, edit_fields
 from .batch import IGNORE_INDEX, pad_token_labels
 
 if TYPE_CHECKING:
     from ..data.edits import Edit
 
 
-class GenerationTask(Task):
+class GenerationTask(VocabularyOutputs, Task):
     name = "generation"
     pipeline_tag = "text-generation"
     default_metric = "perplexity"
@@ -56,15 +56,6 @@ class GenerationTask(Task):
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM
-
-    def fit(self, train: Dataset) -> None:
-        pass  # no label set: the vocabulary is the output space
-
-    def model_config(self) -> dict[str, Any]:
-        return {}
-
-    def restore(self, hf_config: Any) -> None:
-        pass
 
     # ---- records -> prompt text and response text -----------------------------------------
     def conversation(self, record: Record) -> tuple[list[dict[str, str]] | str, str | None]:
@@ -176,16 +167,19 @@ class GenerationTask(Task):
                                labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
 
     def feature_outputs(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Per feature: (summed response-token loss, response tokens); logits would be vocab-sized."""
+        """Per token: (its loss as the next token, 1 if it is a response token; 0, 0 otherwise),
+        (batch, tokens, 2): sums give perplexity, and each example's own loss (a packed row
+        splits by its segments); the logits would be vocabulary-sized."""
         if labels is None:
-            return torch.zeros(len(logits), 2)
+            return torch.zeros(*logits.shape[:2], 2)
         targets = labels[:, 1:]
         losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
                                  ignore_index=IGNORE_INDEX, reduction="none")
-        return torch.stack([losses.sum(1), (targets != IGNORE_INDEX).sum(1).float()], dim=1)
+        kept = torch.stack([losses, (targets != IGNORE_INDEX).float()], dim=-1)  # (batch, tokens - 1, 2)
+        return F.pad(kept, (0, 0, 1, 0))  # the first token is no token's target
 
     def metrics(self, logits: Sequence[np.ndarray], encoded: Encoded) -> dict[str, Any]:
-        total = np.sum(logits, axis=0) if len(logits) else np.zeros(2)
+        total = np.sum([row.sum(0) for row in logits], axis=0) if len(logits) else np.zeros(2)
         mean = float(total[0] / max(total[1], 1))
         return {"perplexity": float(np.exp(mean)), "response_loss": mean, "response_tokens": int(total[1])}
 
@@ -200,7 +194,10 @@ class GenerationTask(Task):
         texts = generate(predictor.model, predictor.tokenizer, prompts, self.cfg.generation, **options)
         return [{"generated_text": t} for t in texts]
 
-    def evaluate_records(self, predictor: Any, records: Sequence[Record]) -> dict[str, Any]:
+    def evaluate_records(self, predictor: Any, records: Sequence[Record],
+                         rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Generated outputs scored against the references, and perplexity; given `rows`, also
+        appends the per-example predictions (with the outputs generated here)."""
         from ..evaluation.generation_metrics import generation_scores
 
         outputs = [p["generated_text"] for p in self.predict_records(predictor, records)]
@@ -208,9 +205,37 @@ class GenerationTask(Task):
         result = generation_scores(outputs, golds)
         logits, encoded = predictor.logits(records, with_labels=True)
         result.update(self.metrics(logits, encoded))
+        if rows is not None:
+            rows.extend(self.example_rows(logits, encoded, outputs=outputs))
         result["examples"] = [{"prompt": str(self.conversation(r)[0])[-300:], "gold": g, "output": o}
                               for r, g, o in list(zip(records, golds, outputs))[:20]]
         return result
+
+    def example_rows(self, logits: Sequence[np.ndarray], encoded: Encoded,
+                     outputs: Sequence[str] | None = None, **options: Any) -> list[dict[str, Any]]:
+        """Per record: the prompt, the reference and the generated output (None where nothing was
+        generated, as in training's final evaluation: correct is then false), correct when they
+        are equal as the exact_match metric compares them; loss: the mean loss of the response
+        tokens."""
+        from ..evaluation.examples import example_row
+        from ..evaluation.squad_metrics import exact_match
+
+        sums = np.zeros((len(encoded.records), 2))  # per record: summed response loss, tokens
+        for feature, row in zip(encoded.features, logits):  # row: (tokens, 2)
+            if "segments" in feature:  # a packed row: each token belongs to its segment's record
+                owners = np.array(feature["records"])[np.array(feature["segments"]) - 1]
+            else:
+                owners = np.full(len(row), feature["record"])
+            np.add.at(sums, owners, row)
+        rows = []
+        for r, record in enumerate(encoded.records):
+            prompt, reference = self.conversation(record)
+            output = None if outputs is None else outputs[r]
+            shown = self.prompt_text(None, prompt)[0]  # no tokenizer: chat turns as "role: content" lines
+            rows.append(example_row(r, record, shown, reference or "", output,
+                                    correct=output is not None and bool(exact_match(output, reference or "")),
+                                    loss=sums[r, 0] / max(sums[r, 1], 1)))
+        return rows
 
     def summary(self, metrics: dict[str, Any]) -> str:
         from ..evaluation.metrics import format_report
@@ -243,6 +268,7 @@ def pack(examples: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]
             "segments": [k + 1 for k, e in enumerate(group) for _ in e["input_ids"]],
             "segment_lengths": [len(e["input_ids"]) for e in group],
             "record": group[0]["record"],
+            "records": [e["record"] for e in group],  # segment k + 1 is records[k]
         })
     return packed
 

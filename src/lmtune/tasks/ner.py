@@ -384,6 +384,29 @@ class NerTask(Task):
             results.append({"entities": entities, "tags": tags, "words": words})
         return results
 
+    def example_rows(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
+        """Per record: its words joined by single spaces, the gold and predicted entities (as
+        "TYPE: words; ...", their types, and character spans into that text), correct when the
+        two entity sets are equal; loss: the mean cross-entropy of the gold tags over the words
+        the model read, each from the window prediction takes it from."""
+        from ..evaluation.examples import example_row
+
+        index = {label: i for i, label in enumerate(self.labels)}
+        rows = []
+        for r, (record, probs) in enumerate(zip(encoded.records, self.word_probs(logits, encoded))):
+            words = self.words(record)[0]
+            text, spans = join_words(words)
+            gold_tags, read = self.tags(record), probs.sum(-1) > 0
+            gold, found = entity_spans(gold_tags), entity_spans(self.best_tags(probs))
+            gold_p = probs[np.arange(len(words)), [index[t] for t in gold_tags]][read]
+            loss = float(-np.log(np.maximum(gold_p, 1e-12)).mean()) if len(gold_p) else 0.0
+            rows.append(example_row(r, record, text, _entities_text(gold, words), _entities_text(found, words),
+                                    correct=set(gold) == set(found), loss=loss,
+                                    gold_classes=sorted({k for k, _, _ in gold}),
+                                    predicted_classes=sorted({k for k, _, _ in found}),
+                                    spans=(_char_spans(gold, spans), _char_spans(found, spans))))
+        return rows
+
     def explain_targets(self, logits: Sequence[np.ndarray], encoded: Encoded,
                         label: str | None = None) -> list[list[ExplainTarget]]:
         """Per predicted entity (of type `label` only, if given): the logit of its first word's
@@ -446,6 +469,16 @@ class NerTask(Task):
         from ..evaluation.metrics import format_report
 
         return f"{format_report(metrics)}\n{'token accuracy':>14}  {metrics['token_accuracy']:.4f}"
+
+
+def _entities_text(entities: list[tuple[str, int, int]], words: list[str]) -> str:
+    """Entities (type, first word, last word + 1) as people read them: "PER: alice smith; LOC: rome"."""
+    return "; ".join(f"{kind}: {' '.join(words[first:last])}" for kind, first, last in entities) or "(none)"
+
+
+def _char_spans(entities: list[tuple[str, int, int]], spans: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Entities as {start, end, label}: character offsets of their words in the text."""
+    return [{"start": spans[first][0], "end": spans[last - 1][1], "label": kind} for kind, first, last in entities]
 
 
 def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:

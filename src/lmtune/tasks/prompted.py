@@ -90,7 +90,9 @@ class PromptedTask(Task):
     def predict_records(self, predictor: Any, records: Sequence[Record], **options: Any) -> list[Any]:
         return self.decode(self.label_scores(records), Encoded([], records), **options)
 
-    def evaluate_records(self, predictor: Any, records: Sequence[Record]) -> dict[str, Any]:
+    def evaluate_records(self, predictor: Any, records: Sequence[Record],
+                         rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The classification report; no per-example rows (`rows` stays as given)."""
         issues = self.check({"test": Dataset("<records>", list(records))})
         if issues:
             raise DataError(issues, advice="")

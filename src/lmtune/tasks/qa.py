@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import DataIssue, Dataset, Record
-from ..evaluation.squad_metrics import squad_scores
+from ..evaluation.squad_metrics import best_over_golds, exact_match, squad_scores, token_f1
 from .base import Encoded, ExplainTarget, Task, TokenWords, edit_fields, encoding_words, require_text
 
 if TYPE_CHECKING:
@@ -200,6 +200,47 @@ class QuestionAnsweringTask(Task):
                **options: Any) -> list[Any]:
         spans = self.best_spans(logits, encoded, top_k)
         return [s[0] if top_k == 1 else s for s in spans]
+
+    def example_rows(self, logits: Sequence[np.ndarray], encoded: Encoded, **options: Any) -> list[dict[str, Any]]:
+        """Per record: the context and question, the first gold answer against the predicted one
+        (correct: exact match against any gold, as the metrics score it), all as character spans
+        of the context; loss: `_span_losses`, or 1 - F1 of the prediction when no window holds a
+        whole gold answer (so the cross-entropy has no target)."""
+        from ..evaluation.examples import example_row
+
+        losses = self._span_losses(logits, encoded)
+        rows = []
+        for r, (record, (answer, *_)) in enumerate(zip(encoded.records, self.best_spans(logits, encoded))):
+            answers = gold_answers(record)
+            golds, predicted = [a["text"] for a in answers], answer["answer"]
+            loss = losses[r] if losses[r] is not None else 1 - best_over_golds(token_f1, predicted, golds)
+            gold_spans = {(a["answer_start"], a["answer_start"] + len(a["text"])): None for a in answers}
+            found = [(answer["start"], answer["end"])] if answer["start"] >= 0 else []
+            rows.append(example_row(r, record, str(record.fields["context"]), golds[0] if golds else "", predicted,
+                                    correct=bool(best_over_golds(exact_match, predicted, golds)), loss=loss,
+                                    pair=str(record.fields["question"]),
+                                    spans=([{"start": a, "end": b, "label": "answer"} for a, b in gold_spans],
+                                           [{"start": a, "end": b, "label": "answer"} for a, b in found])))
+        return rows
+
+    @staticmethod
+    def _span_losses(logits: Sequence[np.ndarray], encoded: Encoded) -> list[float | None]:
+        """Per record, the lowest (start cross-entropy + end cross-entropy) / 2 over its gold
+        answers (an unanswerable question: the [CLS] target) and the windows that hold the answer
+        whole; None when no window does."""
+        from ..evaluation.examples import softmax_losses
+
+        losses: list[float | None] = [None] * len(encoded.records)
+        for feature, row in zip(encoded.features, logits):  # row: (tokens, 2) start, end logits
+            r = feature["record"]
+            answers = gold_answers(encoded.records[r])
+            targets = [_target(feature["offsets"], [a]) for a in answers] if answers else [(0, 0)]
+            for target in targets:
+                if answers and target == (0, 0):  # the answer is not (all) in this window
+                    continue
+                loss = float(softmax_losses(row.T, np.array(target)).mean())
+                losses[r] = loss if losses[r] is None else min(losses[r], loss)
+        return losses
 
     def explain_targets(self, logits: Sequence[np.ndarray], encoded: Encoded,
                         label: str | None = None) -> list[list[ExplainTarget]]:
