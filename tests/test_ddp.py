@@ -30,7 +30,9 @@ def test_two_processes_match_one(method, no_dropout_model, toy_data, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
         from lmtune.pipeline import finetune
+        from lmtune.training.distributed import end_processes
         finetune({str(tmp_path / "ddp.yaml")!r}, quiet=True)
+        end_processes()
     """))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -30,8 +30,9 @@ pytestmark = pytest.mark.slow
 # Global batch 16 = 8 per process x 2 nodes; 200 examples -> 13 steps an epoch, 26 in all.
 SETTINGS = dict(epochs=2, eval_strategy="epoch", save_steps=2)
 STEPS = 26
-TRAIN = "from lmtune.pipeline import finetune\nfinetune('cfg.yaml', quiet=True)\n"
-RESUME = "from lmtune.pipeline import finetune\nfinetune(None, resume='runs/run', quiet=True)\n"
+END = "from lmtune.training.distributed import end_processes\nend_processes()\n"  # as `lmtune train` ends
+TRAIN = "from lmtune.pipeline import finetune\nfinetune('cfg.yaml', quiet=True)\n" + END
+RESUME = "from lmtune.pipeline import finetune\nfinetune(None, resume='runs/run', quiet=True)\n" + END
 SLOW_TRAIN = """import time
 from lmtune.pipeline import finetune
 from lmtune.training.hooks import Callback

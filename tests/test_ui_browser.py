@@ -141,6 +141,20 @@ def test_select_two_runs_and_compare_shows_two_curves(page, server):
     shot(page, "compare")
 
 
+def test_studies_and_sequences_pages_from_the_menu(page, server):
+    page.goto(server + "/")
+    page.click('nav a[href="/studies"]')
+    page.wait_for_selector("section.study")
+    assert "best trial 0" in page.locator("p.best").inner_text()
+    assert page.locator("section.study tr.best a").inner_text() == "0"  # the best trial links to its run
+    shot(page, "studies")
+    page.click('nav a[href="/sequences"]')
+    page.wait_for_selector("table.matrix")
+    cells = page.locator("table.matrix td.cell").all_inner_texts()
+    assert cells == ["0.900", "", "0.700", "0.880"]
+    shot(page, "sequences")
+
+
 def test_ner_errors_highlight_entities(page, server):
     page.goto(server + "/runs/ner-run/errors")
     gold = page.locator("li.example .gold-text mark")

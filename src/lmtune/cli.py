@@ -187,13 +187,15 @@ def build_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .pipeline import finetune
+    from .training.distributed import end_processes
 
     if args.resume:
         if extra or _field_flags(args) or any(getattr(args, f, None) is not None for f in SHORTHANDS):
             raise ConfigError("--resume continues a run with its saved config; do not pass other flags")
         finetune(None, resume=args.resume)
-        return 0
-    finetune(build_config(args, extra))
+    else:
+        finetune(build_config(args, extra))
+    end_processes()  # every process is past finetune's last barrier
     return 0
 
 

@@ -24,6 +24,14 @@ def process_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def end_processes() -> None:
+    """Close the process group once every process is done with it (the end of a command). Left
+    to the interpreter's teardown, its threads can abort a process that finished its work
+    ("terminate called without an active exception", exit code -6)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def decide_precision(setting: str) -> Precision:
     """One decision for all processes: the main process resolves `auto`, the others follow it
     (a measured choice could differ between processes)."""
