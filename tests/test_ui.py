@@ -156,3 +156,19 @@ def test_studies_and_sequences_appear_only_with_data(tmp_path, client):
 def test_cli_names_a_missing_runs_folder(tmp_path, capsys):
     assert main(["ui", "--runs", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_file_a_bad_port_and_a_busy_one(tmp_path, capsys):
+    import socket
+
+    (tmp_path / "runs.txt").write_text("")
+    assert main(["ui", "--runs", str(tmp_path / "runs.txt")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["ui", "--runs", str(tmp_path), "--port", "99999"]) == 2
+    assert "--port must be in [0, 65535], got 99999" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--runs", str(tmp_path), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
