@@ -549,7 +549,7 @@ def evaluate(run_dir: str | Path | None, data: str | Path, quiet: bool = False,
                  "label_column": label_column, "format": data_format}
     dataset = _evaluation_data(predictor, data, overrides, on_error, quiet)
     rows: list[dict[str, Any]] = []  # per-example predictions, from the same forward pass
-    metrics = predictor.task.evaluate_records(predictor, dataset.records, rows)
+    metrics = predictor.evaluate_records(dataset.records, rows)
     out = Path(run_dir) / "eval" / Path(data).stem
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

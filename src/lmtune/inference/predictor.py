@@ -78,8 +78,10 @@ class Predictor:
             return []
         return self.task.predict_records(self, self._records(texts, pairs), **options)
 
-    def evaluate_records(self, records: Sequence[Record]) -> dict[str, Any]:
-        return self.task.evaluate_records(self, records)
+    def evaluate_records(self, records: Sequence[Record], rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The task's metrics on labeled records; given `rows`, each example's prediction row is
+        appended to it (from the same forward pass)."""
+        return self.task.evaluate_records(self, records, rows)
 
 
 def load(run_dir: str | Path, device: str | None = None, backend: str = "pytorch",
