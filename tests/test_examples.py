@@ -228,3 +228,33 @@ def test_packed_rows_give_each_example_its_own_loss(tiny_llama):
         losses.append([r["loss"] for r in task.example_rows(logits, encoded)])
     assert len(encoded.features) < len(records)  # the second encoding packed several per row
     assert losses[1] == pytest.approx(losses[0], abs=1e-4)
+
+
+def test_predictions_come_from_the_best_evaluation_without_a_second_pass(tiny_model, toy_data, tmp_path,
+                                                                          monkeypatch):
+    """Training keeps the outputs of the evaluation that picked the weights: the validation split
+    is not forwarded again for the predictions file and calibration, and what is written is what
+    the saved model gives, even when the best evaluation is not the last (here: the worst
+    accuracy counts as best)."""
+    import json
+
+    import lmtune.forward as forward
+
+    cfg = tiny_config(tiny_model, toy_data, tmp_path, epochs=3, learning_rate=5e-3)
+    cfg.train.metric_for_best, cfg.train.greater_is_better = "accuracy", False
+    calls = []
+    original = forward.batched_logits
+    monkeypatch.setattr(forward, "batched_logits", lambda *a, **k: calls.append(1) or original(*a, **k))
+    run = finetune(cfg, quiet=True).root
+    assert calls == []  # evaluations go through batched_outputs; nothing forwarded afterwards
+    metrics = json.loads((run / "metrics.json").read_text())
+    evals = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    evals = [row for row in evals if row.get("kind") == "eval"]
+    best = next(r for r in evals if r["step"] == metrics["training"]["best_step"])
+    assert best["accuracy"] == min(r["accuracy"] for r in evals) and best is not evals[-1]
+    monkeypatch.undo()
+    trained = read_examples(run / "predictions" / "validation.jsonl")
+    lmtune.evaluate(run, toy_data["validation"], quiet=True)
+    evaluated = read_examples(run / "eval" / "dev" / "predictions.jsonl")
+    assert [r["predicted"] for r in trained] == [r["predicted"] for r in evaluated]
+    assert [r["loss"] for r in trained] == pytest.approx([r["loss"] for r in evaluated], rel=1e-4)

@@ -270,7 +270,8 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
             if augmentation is not None:
                 metrics["training"].update(augmentation.report(result.step))
                 _say(augmentation.summary(metrics["training"]), quiet)
-            _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet)
+            _write_results(run, cfg, task, method, model, tokenizer, encoded, metrics, result.best_metrics, quiet,
+                           result.best_outputs)
             trackers.finish(run)  # final metrics and the written folder's plots, card, metrics, config
             if not cfg.train.keep_checkpoints:
                 run.drop_checkpoints()  # model/ is the result; checkpoints only served resume
@@ -409,9 +410,10 @@ def _run_metrics(cfg: Config, result: Any, report: dict[str, Any], trainable: in
 
 def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
                    encoded: dict[str, Any], metrics: dict[str, Any], best: dict[str, Any],
-                   quiet: bool) -> None:
+                   quiet: bool, validation_outputs: list[Any] | None = None) -> None:
     """Score the test split, then write the model, metrics, plots, model card and per-example
-    predictions."""
+    predictions. `validation_outputs`: the best evaluation's outputs, so the validation split is
+    not forwarded a second time."""
     from .evaluation.plots import learning_curve
     from .forward import scored_logits
 
@@ -428,7 +430,7 @@ def _write_results(run: RunFolder, cfg: Config, task: Task, method: Any, model: 
         summary = task.summary(test)
         task.plots(test, run.root, prefix="test_")
         _write_predictions(run, cfg, task, "test", logits, encoded)
-    logits = _validation_logits(cfg, task, method, model, tokenizer, encoded)
+    logits = _validation_logits(cfg, task, method, model, tokenizer, encoded, validation_outputs)
     _write_predictions(run, cfg, task, "validation", logits, encoded)
     calibrated = _calibrate(run, cfg, task, logits, encoded, metrics)
     method.save(model, tokenizer, run.model)
@@ -448,11 +450,14 @@ def _wants_calibration(cfg: Config, task: Task) -> bool:
 
 
 def _validation_logits(cfg: Config, task: Task, method: Any, model: Any, tokenizer: Any,
-                       encoded: dict[str, Any]) -> list[Any] | None:
-    """The final model's outputs on the validation split, computed once for calibration and the
-    predictions file; None when neither wants them (or there is no validation split)."""
+                       encoded: dict[str, Any], known: list[Any] | None = None) -> list[Any] | None:
+    """The final model's outputs on the validation split for calibration and the predictions
+    file: `known` (the best evaluation's, from training) or a forward pass; None when neither
+    wants them (or there is no validation split)."""
     if "validation" not in encoded or not (_wants_calibration(cfg, task) or cfg.eval.write_predictions):
         return None
+    if known is not None and len(known) == len(encoded["validation"].features):
+        return known
     from .forward import batched_logits
 
     logits, _ = batched_logits(model, encoded["validation"].features, cfg.eval.batch_size,

@@ -43,6 +43,9 @@ class TrainResult:
     final_loss: float
     precision: str
     precision_reason: str
+    # The validation outputs of the evaluation that picked the best weights (what the run's
+    # predictions and calibration need), or None where that evaluation ran in an earlier process.
+    best_outputs: list[Any] | None = None
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Window:
     tokens: int = 0
     grad_norm: float = float("nan")
     start: float = field(default_factory=time.perf_counter)
+    paused: float = 0.0  # seconds spent evaluating and checkpointing: not training speed
 
 
 class Loop:
@@ -97,6 +101,7 @@ class Loop:
         self.evaluating = eval_data is not None and self.tc.eval_strategy != "no"
         self.state, self.control, self.window = LoopState(), Control(), Window()
         self.last_loss = float("nan")
+        self.best_outputs: list[Any] | None = None
         self.model = model.to(self.device)
         self.optimizer = make_optimizer(self.model, self.tc)
         self.scheduler = make_scheduler(self.optimizer, self.tc, self.total_steps)
@@ -141,7 +146,8 @@ class Loop:
             self.state.epoch += 1
             self.state.batches_done = 0
             if self.evaluating and self.tc.eval_strategy == "epoch" and not self.control.stop:
-                self.evaluate()
+                with self._paused():
+                    self.evaluate()
 
     # ---- one optimizer step -------------------------------------------------------------------
     def _optimizer_step(self, step_batch: Sequence[dict[str, Any]]) -> None:
@@ -198,14 +204,23 @@ class Loop:
         step = self.state.step
         if step % self.tc.logging_steps == 0 or step == self.total_steps:
             self._log()
-        if self.evaluating and self._eval_due():
-            self.evaluate()
-        elif self.tc.save_steps and step % self.tc.save_steps == 0:
-            self.save()
+        with self._paused():
+            if self.evaluating and self._eval_due():
+                self.evaluate()
+            elif self.tc.save_steps and step % self.tc.save_steps == 0:
+                self.save()
+
+    @contextlib.contextmanager
+    def _paused(self):
+        """Evaluation and checkpoints inside training: their time is not training speed."""
+        started = time.perf_counter()
+        yield
+        self.window.paused += time.perf_counter() - started
 
     def _log(self) -> None:
         """A train row with the loss and speed since the last one, for every callback."""
-        window, elapsed = self.window, time.perf_counter() - self.window.start
+        window = self.window
+        elapsed = max(time.perf_counter() - window.start - window.paused, 1e-9)
         totals = torch.tensor([window.loss, float(window.examples)], device=self.device)
         if self.world > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
@@ -222,13 +237,14 @@ class Loop:
     # ---- evaluation and checkpoints -----------------------------------------------------------
     def evaluate(self) -> None:
         """Score the validation data, keep the best weights, tell the callbacks, checkpoint."""
-        metrics = self._metrics()
+        metrics, outputs = self._metrics()
         key, greater = self.task.selection(self.tc.metric_for_best, self.tc.greater_is_better)
         state = self.state
         improved = _is_better(metrics[key], metrics.get("loss"), state.best_metric, state.best_loss, greater)
         if improved:
             state.best_metric, state.best_loss, state.best_step = metrics[key], metrics.get("loss"), state.step
             state.evals_since_best = 0
+            self.best_outputs = outputs
             if self.main:
                 ckpt.save_best(self.ckpt_root, self.accelerator.unwrap_model(self.model), state.step, metrics)
         else:
@@ -239,9 +255,10 @@ class Loop:
         self._notify("on_evaluate", row)
         self.save()
 
-    def _metrics(self) -> dict[str, Any]:
-        """The task's metrics on the validation data; each process evaluates its share and all
-        get the whole set's outputs back, so the metrics are those of one process."""
+    def _metrics(self) -> tuple[dict[str, Any], list[Any]]:
+        """The task's metrics on the validation data, and the outputs they come from; each
+        process evaluates its share and all get the whole set's outputs back, so the metrics are
+        those of one process."""
         size, model = self.cfg.eval.batch_size, self.accelerator.unwrap_model(self.model)
         outputs, loss_sum, counted = evaluate_sharded(
             self.eval_data.features,
@@ -249,7 +266,7 @@ class Loop:
         metrics = self.task.metrics(outputs, self.eval_data)
         if counted:
             metrics["loss"] = loss_sum / counted
-        return metrics
+        return metrics, outputs
 
     def save(self) -> None:
         """A resume checkpoint (main process writes it; every process waits for it)."""
@@ -303,7 +320,8 @@ class Loop:
             step=state.step, epoch=self._epoch_fraction(), best_step=state.best_step, best_metrics=best,
             stopped_early=self.control.stop, train_seconds=state.seconds,
             samples_per_s=state.samples / seconds, tokens_per_s=state.tokens / seconds,
-            final_loss=self.last_loss, precision=self.precision.mode, precision_reason=self.precision.reason)
+            final_loss=self.last_loss, precision=self.precision.mode, precision_reason=self.precision.reason,
+            best_outputs=self.best_outputs if best else None)
 
 
 def _is_better(value: float, loss: float | None, best: float | None, best_loss: float | None,
