@@ -194,6 +194,9 @@ def main() -> None:
 
     quiet_transformers()
     precisions = args.precisions.split(",") if args.precisions else native_precisions()
+    unknown = [p for p in precisions if p not in ("bf16", "fp32")]
+    if unknown:
+        sys.exit(f"--precisions: {', '.join(unknown)} unknown; use bf16 and/or fp32")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"{cpu_flags()}; {args.threads} threads; matmul peaks fp32 {peaks['fp32']:.0f}, "
           f"bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
