@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import functools
 import os
 import statistics
 import sys
@@ -64,6 +65,15 @@ def cpu_flags() -> str:
     return f"{model} ({' '.join(wanted) or 'no AVX512/AMX'})"
 
 
+def read_tsv(path: Path, limit: int | None = None) -> list[tuple[str, int]]:
+    """(sentence, label) rows of an SST-2 TSV file."""
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        rows = [(text, int(label)) for text, label in reader]
+    return rows[:limit] if limit else rows
+
+
 def sst2_batches(rows: int, batch_size: int = 32) -> tuple[list[list[dict]], object]:
     """lmtune's length-grouped batches (epoch 0, seed 42) of tokenized SST-2 training rows."""
     from transformers import AutoTokenizer
@@ -72,24 +82,24 @@ def sst2_batches(rows: int, batch_size: int = 32) -> tuple[list[list[dict]], obj
     from lmtune.training.batching import epoch_batches
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("minilm")))
-    with open(DATA / "train.tsv", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(reader)
-        data = [(text, int(label)) for text, label in reader][:rows]
+    data = read_tsv(DATA / "train.tsv", rows)
     ids = tokenizer([t for t, _ in data], truncation=True, max_length=128)["input_ids"]
     features = [{"input_ids": i, "labels": label} for i, (_, label) in zip(ids, data)]
     groups = epoch_batches([len(f["input_ids"]) for f in features], batch_size, 42, 0, True)
     return [[features[i] for i in group] for group in groups], tokenizer
 
 
+@functools.lru_cache(maxsize=1)
+def classification_task():
+    from lmtune.config import Config
+    from lmtune.tasks import get_task
+
+    return get_task(Config())
+
+
 def padded(batch: list[dict]) -> dict[str, torch.Tensor]:
-    longest = max(len(f["input_ids"]) for f in batch)
-    ids = torch.zeros(len(batch), longest, dtype=torch.long)
-    mask = torch.zeros(len(batch), longest, dtype=torch.long)
-    for row, f in enumerate(batch):
-        ids[row, :len(f["input_ids"])] = torch.tensor(f["input_ids"])
-        mask[row, :len(f["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["labels"] for f in batch])}
+    """What the loop feeds the model: the classification task's own collate."""
+    return classification_task().collate(batch, 0)
 
 
 def packed(batch: list[dict], row_tokens: int = 256) -> dict[str, torch.Tensor]:

@@ -36,31 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from speed_ideas import cpu_flags  # noqa: E402
+from speed_ideas import cpu_flags, read_tsv  # noqa: E402
 
 
-def read_tsv(path: Path, limit: int | None = None) -> list[tuple[str, int]]:
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(reader)
-        rows = [(text, int(label)) for text, label in reader]
-    return rows[:limit] if limit else rows
+def matmul_peaks() -> dict[str, float]:
+    """Dense matmul GFLOP/s per dtype here (2048-square, best of 6): lmtune's own measurement."""
+    from lmtune.training.precision import measure_matmul
 
-
-def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
-    """Achievable dense matmul GFLOP/s for `dtype` on this machine (best of a few runs)."""
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 * repeats / best / 1e9
+    bf16, fp32 = measure_matmul(size=2048, repeats=6)
+    return {"bf16": bf16, "fp32": fp32}
 
 
 def tail_loss(losses: list[float]) -> float:
@@ -197,7 +181,7 @@ def main() -> None:
     unknown = [p for p in precisions if p not in ("bf16", "fp32")]
     if unknown:
         sys.exit(f"--precisions: {', '.join(unknown)} unknown; use bf16 and/or fp32")
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = matmul_peaks()
     print(f"{cpu_flags()}; {args.threads} threads; matmul peaks fp32 {peaks['fp32']:.0f}, "
           f"bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     dev = read_tsv(DATA / "dev.tsv")

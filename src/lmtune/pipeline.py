@@ -456,7 +456,7 @@ def _validation_logits(cfg: Config, task: Task, method: Any, model: Any, tokeniz
     wants them (or there is no validation split)."""
     if "validation" not in encoded or not (_wants_calibration(cfg, task) or cfg.eval.write_predictions):
         return None
-    if known is not None and len(known) == len(encoded["validation"].features):
+    if known is not None:
         return known
     from .forward import batched_logits
 
