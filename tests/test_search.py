@@ -73,6 +73,48 @@ def test_a_three_trial_study_gives_three_run_folders_and_the_best_trial(tiny_mod
     config = lmtune.Config.from_yaml(run / "config.yaml")
     assert config.train.learning_rate == pytest.approx(best["params"]["train.learning_rate"])
     assert lmtune.load(run).predict(["a great film"])[0]["label"] in ("pos", "neg")
+    support = json.loads((run / "metrics.json").read_text())["validation"]["support"]
+    stored = _study(folder / "study.db", "s").trials[best["number"]].user_attrs
+    assert stored["eval_examples"] == support > 0  # what the pruner's noise margin divides by
+
+
+def _finish(study, values: list[float]) -> None:
+    for value in values:
+        trial = study.ask()
+        trial.report(value, 1)
+        study.tell(trial, value)
+
+
+def _stopped(study, value: float, examples: int = 500) -> bool:
+    trial = study.ask()
+    trial.set_user_attr("eval_examples", examples)
+    trial.report(value, 1)
+    stopped = trial.should_prune()
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED if stopped else optuna.trial.TrialState.COMPLETE,
+               values=None if stopped else value)
+    return stopped
+
+
+def test_the_median_pruner_keeps_a_trial_within_the_dev_sets_noise():
+    """3 of 500 examples behind the median is noise (one standard error is 0.018): kept; 0.06
+    behind is not; margin 0 is Optuna's plain median rule, which stops both."""
+    from lmtune.experiments.pruning import make_pruner, noise_margin
+
+    assert noise_margin(0.8, 500) == pytest.approx(0.017889, abs=1e-6)
+    assert noise_margin(2.5, 500) == 0.0 and noise_margin(0.8, None) == 0.0  # not a proportion / size unknown
+    for margin, expected in ((None, [False, True]), (0.0, [True, True]), (0.1, [False, False])):
+        outcomes = []
+        for value in (0.794, 0.74):
+            study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 4, margin))
+            _finish(study, [0.80, 0.81, 0.79, 0.80])
+            outcomes.append(_stopped(study, value))
+        assert outcomes == expected, margin
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 5, None))
+    _finish(study, [0.80, 0.81, 0.79, 0.80])
+    assert not _stopped(study, 0.1)  # 4 finished trials < 5 startup trials: nothing is stopped yet
+    study = optuna.create_study(direction="minimize", pruner=make_pruner("median", 2, None))
+    _finish(study, [0.40, 0.42])
+    assert _stopped(study, 0.415)  # a loss gets no noise margin
 
 
 def test_a_bad_trial_is_pruned_early_and_keeps_a_valid_run_folder(tiny_model, toy_data, tmp_path):

@@ -250,6 +250,9 @@ class SearchConfig:
     sampler: str = option("tpe", "tpe | random | grid (grid: every combination of the listed values)")
     pruner: str = option("median", "median | hyperband | none: stop trials whose evaluations trail the others'")
     startup_trials: int = option(5, "median pruner: trials that finish before any is pruned")
+    prune_margin: Optional[float] = option(None, "median pruner: how far a trial may trail the median before it "
+                                                 "is stopped, in the metric's units; none: one standard error of "
+                                                 "a 0-1 metric on the validation set; 0: the plain median rule")
     seed: Optional[int] = option(None, "sampler seed; none: train.seed")
     storage: Optional[str] = option(None, "SQLAlchemy URL of the study database; none: "
                                           "sqlite:///<output_dir>/<study>/study.db")
@@ -509,6 +512,7 @@ _RANGES: list[tuple[str, typing.Callable[[float], bool], str]] = [
     ("search.trials", lambda v: v >= 1, ">= 1"),
     ("search.workers", lambda v: v >= 1, ">= 1"),
     ("search.startup_trials", lambda v: v >= 0, ">= 0"),
+    ("search.prune_margin", lambda v: v >= 0, ">= 0"),
     ("continual.memory", lambda v: v > 0 and (v < 1 or float(v).is_integer()), "a count >= 1 or a fraction in (0, 1)"),
     ("continual.replay_ratio", lambda v: 0 < v < 1, "in (0, 1)"),
     ("continual.ewc_lambda", lambda v: v >= 0, ">= 0"),

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 from ..config import Config, ConfigError, SearchConfig, check_group, validate
 from ..training.hooks import Callback, Control
+from . import pruning
 from .space import SearchSpace, load_space
 
 SEARCH_EXTRA = "pip install 'lmtune[search]'"
@@ -78,6 +79,7 @@ class Study:
     pruner: str
     startup_trials: int
     seed: int
+    prune_margin: float | None = None  # None: the evaluation's noise (pruning.noise_margin)
     backend: str = "optuna"
     quiet: bool = False
     grid: dict[str, list[Any]] | None = None
@@ -143,6 +145,7 @@ def prepare(cfg: Config | dict | str | Path, space: str | Path | dict | None = N
                  base=stored.to_dict(), space=parsed, metric=metric,
                  direction="maximize" if greater else "minimize", trials=trials, timeout_s=timeout,
                  workers=s.workers, sampler=s.sampler, pruner=s.pruner, startup_trials=s.startup_trials,
+                 prune_margin=s.prune_margin,
                  seed=base.train.seed if s.seed is None else s.seed, backend=s.backend, quiet=quiet, grid=grid)
 
 
@@ -202,13 +205,7 @@ def make_sampler(job: Study, seed: int) -> Any:
 
 
 def make_pruner(job: Study) -> Any:
-    import optuna
-
-    if job.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=job.startup_trials, n_warmup_steps=0)
-    if job.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
-    return optuna.pruners.NopPruner()
+    return pruning.make_pruner(job.pruner, job.startup_trials, job.prune_margin)
 
 
 def open_study(job: Study, create: bool = False, sampler: Any = None) -> Any:
@@ -335,6 +332,8 @@ class PruneTrial(Callback):
             return
         self.evaluations += 1
         value = float(row[self.metric])
+        if self.evaluations == 1 and row.get("support"):
+            self.trial.set_user_attr(pruning.EVAL_EXAMPLES, int(row["support"]))
         self.trial.report(value, self.evaluations)
         final = bool(self.total_steps) and int(row.get("step", 0)) >= self.total_steps
         if not final and self.trial.should_prune():
@@ -580,7 +579,7 @@ def write_summary(job: Study, study: Any) -> dict[str, Any]:
         b = study.best_trial
         best = {"number": b.number, "value": b.value, "params": b.params, "run_dir": b.user_attrs.get("run_dir")}
     summary = {"study": job.name, "storage": _masked(job.storage), "backend": job.backend, "metric": job.metric,
-               "direction": job.direction, "sampler": job.sampler, "pruner": job.pruner,
+               "direction": job.direction, "sampler": job.sampler, "pruner": job.pruner, "prune_margin": job.prune_margin,
                "trials_asked": job.trials, "counts": dict(Counter(r["state"] for r in rows)),
                "seconds": (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0,
                "trial_seconds": sum(r["seconds"] or 0 for r in rows),
