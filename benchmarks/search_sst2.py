@@ -18,7 +18,8 @@ time, as a table.
     .venv/bin/python benchmarks/search_sst2.py -- --train.num-threads 2 # config overrides after --
 
 Run folders go to runs/bench-search-sst2/ (default/, pruned/trial-NNN, unpruned/trial-NNN, each
-study with its summary.json and plots); each invocation starts those studies afresh.
+study with its summary.json and plots); each invocation starts the studies it runs afresh, and
+`--only` compares with a study it does not run as an earlier invocation left it.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ def run_study(cfg, space: Path, args: argparse.Namespace, name: str, pruner: str
     return result.summary, time.perf_counter() - start
 
 
+def stored(folder: Path) -> tuple[dict, float]:
+    """A study an earlier invocation ran (its summary and seconds, first trial start to last
+    end), so `--only pruned` compares with the unpruned study already there; none: NaN."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {"counts": {}}, float("nan")
+    print(f"{folder.name}: the stored study in {folder} ({summary['seconds']:.0f} s)")
+    return summary, float(summary["seconds"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16)
@@ -94,7 +106,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="the sampler's and the runs' seed")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", choices=["default", "pruned", "unpruned"], action="append",
-                        help="run only these parts (repeatable); the others print as not run")
+                        help="run only these parts (repeatable); the others are read from an earlier invocation's folders, if any")
     parser.add_argument("overrides", nargs="*", help="after --: config overrides (--group.field VALUE)")
     args = parser.parse_args()
     output = ROOT / "runs" / "bench-search-sst2"
@@ -107,7 +119,6 @@ def main() -> None:
         from lmtune.pipeline import finetune
 
         parts = set(args.only or ("default", "pruned", "unpruned"))
-        not_run: tuple[dict, float] = ({"counts": {}}, float("nan"))
         default_accuracy, default_seconds = float("nan"), float("nan")
         if "default" in parts:
             default = copy.deepcopy(cfg)
@@ -116,9 +127,10 @@ def main() -> None:
             run = finetune(default)
             default_seconds = time.perf_counter() - start
             default_accuracy = json.loads(run.metrics.read_text())["validation"]["accuracy"]
-        pruned, pruned_seconds = run_study(cfg, space, args, "pruned", args.pruner) if "pruned" in parts else not_run
-        unpruned, unpruned_seconds = (run_study(cfg, space, args, "unpruned", "none")
-                                      if "unpruned" in parts else not_run)
+        pruned, pruned_seconds = (run_study(cfg, space, args, "pruned", args.pruner) if "pruned" in parts
+                                  else stored(output / "pruned"))
+        unpruned, unpruned_seconds = (run_study(cfg, space, args, "unpruned", "none") if "unpruned" in parts
+                                      else stored(output / "unpruned"))
 
     print(f"\nSST-2: {args.train_rows:,} training rows, {args.dev_rows} dev rows; {args.trials} trials per study "
           f"(TPE, seed {args.seed}) over:\n{SPACE}")
