@@ -106,7 +106,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="the sampler's and the runs' seed")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", choices=["default", "pruned", "unpruned"], action="append",
-                        help="run only these parts (repeatable); the others are read from an earlier invocation's folders, if any")
+                        help="run only these parts (repeatable); the others are read from an earlier "
+                             "invocation's folders, if any")
     parser.add_argument("overrides", nargs="*", help="after --: config overrides (--group.field VALUE)")
     args = parser.parse_args()
     output = ROOT / "runs" / "bench-search-sst2"
