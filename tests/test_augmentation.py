@@ -276,22 +276,28 @@ def test_a_missing_paraphrase_model_says_how_to_install_it(monkeypatch):
         generate_paraphrases(["a text"], "tinylm", 1, 0)
 
 
-def test_embedding_synonyms_come_from_the_weights_before_training(tiny_model, small_data, tmp_path):
+def test_embedding_synonyms_come_from_the_weights_before_training(tiny_model, small_data, tmp_path,
+                                                                  monkeypatch):
     from transformers import AutoModel
 
     from lmtune.data import load_splits
+    from lmtune.data import synonyms as syn
     from lmtune.models import load_tokenizer
     from lmtune.tasks import get_task
     from lmtune.training.augmentation import Augmentation
 
+    monkeypatch.delenv(syn.WORDNET_ENV, raising=False)
+    monkeypatch.setattr(syn, "_WORDNET_DIRS", (str(tmp_path / "nowhere"),))
     cfg = _config(tiny_model, small_data, tmp_path, ops="synonym")
-    cfg.augment.synonyms = "embeddings"
+    cfg.augment.synonyms = "auto"  # no WordNet here: the embeddings, and a word on why not
     tokenizer, model = load_tokenizer(tiny_model), AutoModel.from_pretrained(str(tiny_model))
     weight, vocab = model.get_input_embeddings().weight, tokenizer.get_vocab()
     with torch.no_grad():
         weight[vocab["great"]] = weight[vocab["good"]] * 1.1  # the one close neighbour of "good"
     augmentation = Augmentation.from_config(cfg, get_task(cfg), load_splits(cfg)["train"].records)
-    augmentation.prepare(model, tokenizer, tmp_path, print)
+    said: list[str] = []
+    augmentation.prepare(model, tokenizer, tmp_path, said.append)
+    assert any("WordNet not found" in line and "apt-get install wordnet-base" in line for line in said)
     with torch.no_grad():
         weight.normal_()  # training moves the live weights; the synonyms keep the first ones
     assert augmentation.synonyms.name == "embeddings" and augmentation.synonyms("good") == ["great"]

@@ -50,9 +50,9 @@ _WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet", "/usr/local/W
                  "/opt/homebrew/share/wordnet",
                  *(f"{base}/corpora/wordnet" for base in
                    ("~/nltk_data", "/usr/share/nltk_data", "/usr/local/share/nltk_data")))
-_INSTALL_HINT = (f"install WordNet (Debian/Ubuntu: apt-get install wordnet-base; macOS: brew install "
-                 f"wordnet) or set {WORDNET_ENV} to a WordNet dict folder (with index.noun, "
-                 f"data.noun); or use --synonyms embeddings")
+WORDNET_ADVICE = (f"install WordNet (Debian/Ubuntu: apt-get install wordnet-base; macOS: brew install "
+                  f"wordnet) or set {WORDNET_ENV} to a WordNet dict folder (with index.noun, data.noun)")
+_INSTALL_HINT = f"{WORDNET_ADVICE}; or use --synonyms embeddings"
 
 
 class Synonyms(Protocol):
@@ -313,5 +313,5 @@ def load_synonyms(kind: str, model: Any = None, tokenizer: Any = None) -> Synony
         return wordnet_synonyms()
     if model is None or tokenizer is None:
         raise ValueError(f"--synonyms {kind} needs a model and its tokenizer for embedding "
-                         f"neighbours: pass a model, or {_INSTALL_HINT.split('; or')[0]}")
+                         f"neighbours: pass a model, or {WORDNET_ADVICE}")
     return embedding_neighbours(model.get_input_embeddings().weight, tokenizer)

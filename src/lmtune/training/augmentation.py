@@ -148,12 +148,15 @@ class Augmentation:
     def prepare(self, model: Any, tokenizer: Any, run_root: Path, say: Callable[[str], None]) -> None:
         """Load the synonyms the ops need (from `model` before training, for embedding
         neighbours) and the paraphrases (generated once, cached in the run folder)."""
-        from ..data.synonyms import load_synonyms
+        from ..data.synonyms import WORDNET_ADVICE, load_synonyms
 
         self.tokenizer = tokenizer
         aug = self.cfg.augment
         if any(op in SYNONYM_OPS for op in self.ops):
             self.synonyms = load_synonyms(aug.synonyms, model, tokenizer)  # neighbours copy the embeddings
+            if aug.synonyms == "auto" and self.synonyms.name == "embeddings":
+                say(f"WordNet not found, so synonyms come from the model's embedding neighbours, which "
+                    f"measured worse than WordNet on SST-2 (README, Augmentation); {WORDNET_ADVICE}")
         if self.ops:
             say(f"augmentation: {aug.copies} cop{'y' if aug.copies == 1 else 'ies'} of each of the "
                 f"{len(self.records):,} training examples per epoch, each by one of {','.join(self.ops)} "
