@@ -247,3 +247,12 @@ def gen_data(tmp_path_factory) -> dict[str, Path]:
         paths[split] = folder / f"{split}.jsonl"
         paths[split].write_text("".join(json.dumps(r) + "\n" for r in part))
     return paths
+
+
+@pytest.fixture
+def no_wordnet(tmp_path, monkeypatch) -> None:
+    """A machine without WordNet, whatever this one has installed."""
+    from lmtune.data import synonyms
+
+    monkeypatch.delenv(synonyms.WORDNET_ENV, raising=False)
+    monkeypatch.setattr(synonyms, "_WORDNET_DIRS", (str(tmp_path / "nowhere"),))

@@ -277,17 +277,14 @@ def test_a_missing_paraphrase_model_says_how_to_install_it(monkeypatch):
 
 
 def test_embedding_synonyms_come_from_the_weights_before_training(tiny_model, small_data, tmp_path,
-                                                                  monkeypatch):
+                                                                  no_wordnet):
     from transformers import AutoModel
 
     from lmtune.data import load_splits
-    from lmtune.data import synonyms as syn
     from lmtune.models import load_tokenizer
     from lmtune.tasks import get_task
     from lmtune.training.augmentation import Augmentation
 
-    monkeypatch.delenv(syn.WORDNET_ENV, raising=False)
-    monkeypatch.setattr(syn, "_WORDNET_DIRS", (str(tmp_path / "nowhere"),))
     cfg = _config(tiny_model, small_data, tmp_path, ops="synonym")
     cfg.augment.synonyms = "auto"  # no WordNet here: the embeddings, and a word on why not
     tokenizer, model = load_tokenizer(tiny_model), AutoModel.from_pretrained(str(tiny_model))

@@ -72,12 +72,6 @@ def tiny_wordnet(tmp_path) -> Path:
     return write_wordnet(tmp_path / "dict")
 
 
-@pytest.fixture
-def no_wordnet(tmp_path, monkeypatch) -> None:
-    monkeypatch.delenv(syn.WORDNET_ENV, raising=False)
-    monkeypatch.setattr(syn, "_WORDNET_DIRS", (str(tmp_path / "nowhere"),))
-
-
 def test_wordnet_senses_in_order_without_self_or_multiword(tiny_wordnet):
     assert wordnet_synonyms(tiny_wordnet, senses=1)("movie") == ["film", "flick"]
     assert wordnet_synonyms(tiny_wordnet, senses=2)("movie") == ["film", "flick", "picture"]
