@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# One worker per core (pytest-xdist), each test file whole on one worker (module fixtures built
+# once), one torch thread per worker so the workers do not fight over the cores.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
 
 .PHONY: demo test venv generation setfit-venv clean
 
@@ -45,11 +48,11 @@ $(SETFIT_STAMP):
 # every machine checks both numerics (a pass identical to the first is not repeated).
 test: $(STAMP)
 	@command -v chromium >/dev/null || apt-get install -y -qq chromium >/dev/null  # tests/test_ui_browser.py
-	$(PY) -m pytest -q
+	$(PYTEST) -q
 	@auto=$$($(PY) -c "from lmtune.training.precision import resolve_precision; print(resolve_precision('auto').mode)"); \
 	for mode in bf16 no; do \
 		if [ "$$mode" = "$$auto" ]; then echo "precision tests with auto=$$mode: the first pass ran them ($$mode is what auto resolves to here)"; \
-		else echo "precision tests with LMTUNE_AUTO_PRECISION=$$mode"; LMTUNE_AUTO_PRECISION=$$mode $(PY) -m pytest -q -m precision || exit 1; fi; \
+		else echo "precision tests with LMTUNE_AUTO_PRECISION=$$mode"; LMTUNE_AUTO_PRECISION=$$mode $(PYTEST) -q -m precision || exit 1; fi; \
 	done
 
 clean:
