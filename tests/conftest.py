@@ -257,10 +257,3 @@ def no_wordnet(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(synonyms.WORDNET_ENV, raising=False)
     monkeypatch.setattr(synonyms, "_WORDNET_DIRS", (str(tmp_path / "nowhere"),))
 
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files of multi-process tests (marked slow) first, in their order, then the rest: `make
-    test` hands whole files to its workers (pytest-xdist --dist loadfile) in this order, so the
-    long files start early and the short ones fill in, rather than one long file running alone
-    at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
