@@ -17,9 +17,9 @@ One JSON line per seed (accuracies and training seconds), then the means.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
+import shlex
 import statistics
 import sys
 import tempfile
@@ -28,14 +28,9 @@ from pathlib import Path
 
 from fewshot import DATASETS, SETTINGS
 from preset_run import SHARED_DATA
+from setfit_baseline import read_tsv
 
 HELD_OUT = 500
-
-
-def read_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [(row[text_column], row[label_column]) for row in reader]
 
 
 def split(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -77,14 +72,13 @@ def score_heads(model_dir: Path, support: list[tuple[str, str]], held: list[tupl
     labels = [classifier.config.id2label[i] for i in range(len(classifier.config.id2label))]
     train_x, held_x = embed(classifier, tokenizer, [t for t, _ in support]), embed(classifier, tokenizer, [t for t, _ in held])
     train_y, held_y = np.array([y for _, y in support]), np.array([y for _, y in held])
+    centroids = np.stack([train_x[train_y == label].mean(0) for label in labels])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     with torch.no_grad():
-        prototypes = torch.nn.functional.normalize(torch.from_numpy(np.stack(
-            [train_x[train_y == label].mean(0) for label in labels])), dim=-1).numpy()
-        own = classifier.scale * held_x @ torch.nn.functional.normalize(
-            classifier.prototypes * classifier.head_speed, dim=-1).numpy().T + (classifier.bias * classifier.head_speed).numpy()
+        own = classifier.score(torch.from_numpy(held_x)).numpy()
     names = np.array(labels)
     return {"own": float((names[own.argmax(1)] == held_y).mean()),
-            "centroid": float((names[(held_x @ prototypes.T).argmax(1)] == held_y).mean()),
+            "centroid": float((names[(held_x @ centroids.T).argmax(1)] == held_y).mean()),
             "logreg": float((LogisticRegression(max_iter=1000).fit(train_x, train_y).predict(held_x) == held_y).mean())}
 
 
@@ -95,24 +89,27 @@ def main() -> None:
     parser.add_argument("--seeds", default="10,11,12,13,14")
     args = parser.parse_args()
     import lmtune
+    from lmtune.cli import _overrides
 
     data = DATASETS[args.dataset]
     path = SHARED_DATA / data.train
     if not path.is_file():
         sys.exit(f"{path} not found: the benchmark reads ../shared/data")
-    pool, held = split(read_rows(path, data.text_column, data.label_column))
-    epochs, batch = SETTINGS["few-shot"].split()[1], SETTINGS["few-shot"].split()[3]
+    pool, held = split(list(zip(*read_tsv(str(path), data.text_column, data.label_column))))
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for seed in (int(s) for s in args.seeds.split(",")):
             support = k_shot(pool, args.k, seed)
             train = Path(folder) / f"k{args.k}-s{seed}.tsv"
             train.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in support), encoding="utf-8")
-            cfg = {"model": {"name": "minilm"}, "method": {"name": "few-shot"},
-                   "data": {"train": str(train), "text_column": "text", "label_column": "label"},
-                   "few_shot": {"labels": data.labels, "description": data.description},
-                   "train": {"epochs": float(epochs), "batch_size": int(batch), "seed": seed, "output_dir": folder,
-                             "run_name": f"s{seed}", "overwrite": True, "progress": False}}
+            cfg = lmtune.Config.from_dict({
+                "model": {"name": "minilm"}, "method": {"name": "few-shot"},
+                "data": {"train": str(train), "text_column": "text", "label_column": "label"},
+                "few_shot": {"labels": data.labels, "description": data.description},
+                "train": {"seed": seed, "output_dir": folder, "run_name": f"s{seed}", "overwrite": True,
+                          "progress": False}})
+            for key, value in _overrides(shlex.split(SETTINGS["few-shot"])):  # the benchmark's recipe
+                cfg.override(key, value)
             start = time.perf_counter()
             run = lmtune.finetune(cfg, quiet=True)
             row = {"seed": seed, "train_seconds": round(time.perf_counter() - start, 1),

@@ -256,4 +256,3 @@ def no_wordnet(tmp_path, monkeypatch) -> None:
 
     monkeypatch.delenv(synonyms.WORDNET_ENV, raising=False)
     monkeypatch.setattr(synonyms, "_WORDNET_DIRS", (str(tmp_path / "nowhere"),))
-

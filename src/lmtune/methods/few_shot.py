@@ -61,9 +61,12 @@ class SentenceClassifier(nn.Module):
                 labels: Any = None, **inputs: Any) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput
 
+        return SequenceClassifierOutput(logits=self.score(self.embed(input_ids, attention_mask, **inputs)))
+
+    def score(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(batch, labels) logits of sentence embeddings: scaled cosine to each prototype + bias."""
         prototypes = nn.functional.normalize(self.prototypes * self.head_speed, dim=-1)
-        logits = self.scale * self.embed(input_ids, attention_mask, **inputs) @ prototypes.T + self.bias * self.head_speed
-        return SequenceClassifierOutput(logits=logits)
+        return self.scale * embedded @ prototypes.T + self.bias * self.head_speed
 
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
