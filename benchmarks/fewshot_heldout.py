@@ -4,7 +4,8 @@
 the rest (seeded per seed, K per class); `lmtune.finetune` trains `--method few-shot` as
 benchmarks/fewshot.py does (20 epochs, batch 16), and the tuned encoder is then scored on the
 500 rows with three heads over the same embeddings:
-- own: the run's head (cosine to the trained prototypes), what `lmtune.load(...).predict` gives;
+- own: the cosine head trained with the encoder (the run uses --few-shot.head prototypes, so this
+  is what `lmtune.load(...).predict` gives; the default, logistic, refits the next column);
 - centroid: cosine to the mean tuned embedding of each class's K examples;
 - logreg: scikit-learn's LogisticRegression (its defaults, SetFit's head) fitted on the K-shot
   embeddings.
@@ -105,7 +106,7 @@ def main() -> None:
             cfg = lmtune.Config.from_dict({
                 "model": {"name": "minilm"}, "method": {"name": "few-shot"},
                 "data": {"train": str(train), "text_column": "text", "label_column": "label"},
-                "few_shot": {"labels": data.labels, "description": data.description},
+                "few_shot": {"labels": data.labels, "description": data.description, "head": "prototypes"},
                 "train": {"seed": seed, "output_dir": folder, "run_name": f"s{seed}", "overwrite": True,
                           "progress": False}})
             for key, value in _overrides(shlex.split(SETTINGS["few-shot"])):  # the benchmark's recipe

@@ -71,7 +71,7 @@ def test_the_run_learns_and_reloads_with_plain_transformers(few_shot_run, toy_da
         hidden = encoder(**batch).last_hidden_state
     mask = batch["attention_mask"][..., None].float()
     pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-    by_hand = 20.0 * pooled @ torch.nn.functional.normalize(head["prototypes"], dim=-1).T + head["bias"]
+    by_hand = pooled @ head["prototypes"].T + head["bias"]  # the refit head: linear (--few-shot.head logistic)
     predictions = lmtune.load(few_shot_run.root).predict(TEXTS)
     labels = [encoder.config.id2label[int(i)] for i in by_hand.argmax(1)]
     assert [p["label"] for p in predictions] == labels
@@ -83,6 +83,59 @@ def test_the_run_learns_and_reloads_with_plain_transformers(few_shot_run, toy_da
     assert json.loads((folder / "modules.json").read_text())[1]["path"] == "1_Pooling"
     assert f"AutoModel.from_pretrained({str(folder)!r})" in few_shot_run.card.read_text()
     assert json.loads((folder / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
+
+
+def test_the_head_is_a_logistic_regression_on_the_tuned_embeddings(few_shot_run, toy_data):
+    """After training the head is refit as SetFit's: scikit-learn's LogisticRegression on the
+    saved encoder's embeddings of the training rows gives the saved head's logits."""
+    import csv
+
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModel, AutoTokenizer
+
+    from lmtune.forward import mean_pooled
+
+    folder = few_shot_run.model
+    encoder, tokenizer = AutoModel.from_pretrained(str(folder)).eval(), AutoTokenizer.from_pretrained(str(folder))
+    rows = list(csv.DictReader(open(toy_data["train"])))
+
+    def embed(texts):
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            return mean_pooled(encoder(**batch).last_hidden_state, batch["attention_mask"]).double().numpy()
+
+    fit = LogisticRegression(max_iter=1000).fit(embed([r["text"] for r in rows]), [r["label"] == "pos" for r in rows])
+    head = lmtune.load(few_shot_run.root).model
+    with torch.no_grad():
+        logits = head.score(torch.from_numpy(embed(TEXTS)).float()).numpy()
+    np.testing.assert_allclose(logits[:, 1] - logits[:, 0], fit.decision_function(embed(TEXTS)), atol=1e-4)
+    assert "refit by logistic regression on the 200 training" in json.loads(few_shot_run.metrics.read_text())["training"]["refit"]
+
+
+def test_the_trained_prototypes_can_be_kept(tiny_model, toy_data, tmp_path):
+    """--few-shot.head prototypes: no refit; the saved head is the cosine head trained with the encoder."""
+    from safetensors import safe_open
+
+    cfg = few_shot_config(tiny_model, toy_data, tmp_path, max_steps=2)
+    cfg.few_shot.head = "prototypes"
+    run = finetune(cfg, quiet=True)
+    with safe_open(str(run.model / "few_shot_head.safetensors"), framework="pt") as handle:
+        assert handle.metadata()["head"] == "cosine"
+    assert "refit" not in json.loads(run.metrics.read_text())["training"]
+    cfg.few_shot.head = "ridge"
+    with pytest.raises(ConfigError, match="--few-shot.head 'ridge': choose one of logistic, prototypes"):
+        finetune(cfg, quiet=True)
+
+
+def test_a_logistic_head_needs_every_case_in_the_examples():
+    from lmtune.methods.few_shot import logistic_head
+
+    x = torch.randn(6, 4)
+    always = torch.tensor([[1.0, 0.0], [1.0, 1.0]] * 3)
+    assert "'tone' are on every training example" in logistic_head(x, always, ["tone", "pos"], multi_label=True)
+    assert "'c' have no training example" in logistic_head(x, torch.tensor([0, 1] * 3), ["a", "b", "c"], False)
+    weight, bias = logistic_head(x, torch.tensor([0, 1, 2] * 2), ["a", "b", "c"], False)
+    assert weight.shape == (3, 4) and bias.shape == (3,)
 
 
 def test_the_run_serves_and_exports_to_onnx(few_shot_run, toy_data):
@@ -106,14 +159,15 @@ def test_the_run_serves_and_exports_to_onnx(few_shot_run, toy_data):
 def test_multi_label_few_shot_reports_per_label_f1(tiny_model, tmp_path):
     from conftest import toy_rows, write_csv
 
-    rows = [(text, "|".join(["tone"] + (["pos"] if label == "pos" else []))) for text, label in toy_rows(120, 3)]
+    rows = [(text, "|".join(["tone", label] if i % 4 else [label])) for i, (text, label) in enumerate(toy_rows(120, 3))]
     data = {"train": write_csv(tmp_path / "train.csv", rows[:100]), "validation": write_csv(tmp_path / "dev.csv", rows[100:])}
     cfg = few_shot_config(tiny_model, data, tmp_path / "runs", epochs=20, metric_for_best="micro_f1")
     cfg.few_shot.labels = None
     cfg.data.multi_label, cfg.data.label_separator = True, "|"
     metrics = json.loads(finetune(cfg, quiet=True).metrics.read_text())
-    assert set(metrics["validation_report"]["per_class"]) == {"pos", "tone"}
-    assert metrics["validation"]["micro_f1"] > 0.8
+    assert set(metrics["validation_report"]["per_class"]) == {"neg", "pos", "tone"}
+    assert metrics["validation_report"]["per_class"]["pos"]["f1"] > 0.8
+    assert "refit by logistic regression" in metrics["training"]["refit"]  # one regression per label
 
 
 @pytest.mark.parametrize("labels, description, message", [

@@ -111,6 +111,9 @@ class FewShotSettings:
     description: str = option("{label}", "how a label is described to the encoder, e.g. 'a {label} review'")
     scale: float = option(20.0, "cosine similarities are multiplied by this before the softmax")
     head_speed: float = option(1.0, "how many times faster than the encoder the class prototypes learn")
+    head: str = option("logistic", "the head the run keeps: logistic (after training, a logistic regression "
+                                   "on the tuned embeddings of the training examples, SetFit's head) or "
+                                   "prototypes (the cosine head trained with the encoder)")
 
 
 @dataclass
@@ -531,6 +534,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "search.backend": ("optuna", "ray"),
     "search.sampler": ("tpe", "random", "grid"),
     "search.pruner": ("median", "hyperband", "none"),
+    "few_shot.head": ("logistic", "prototypes"),
     "continual.strategy": ("sequential", "replay", "ewc", "adapter-per-task", "multitask"),
     "continual.heads": ("auto", "shared", "per-step"),
     "continual.memory_selection": ("quota", "reservoir"),

@@ -7,7 +7,7 @@ during training, `lmtune evaluate` and prediction compute the same numbers.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,15 +45,12 @@ def batched_outputs(model: torch.nn.Module, features: Sequence[Feature], batch_s
                     method: Any = None) -> tuple[list[np.ndarray], float, int]:
     """What the task keeps per feature (`task.feature_outputs`), in input order, and the summed
     loss over the examples that have labels (with their count): sums add up across shards."""
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     outputs: list[np.ndarray | None] = [None] * len(features)
     loss_sum, counted = 0.0, 0
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in task.collate([features[i] for i in index], pad_id).items()}
+        for index, batch in length_sorted_batches(features, batch_size, pad_id, device, task):
             labels = batch.pop("labels", None)
             logits = forward_logits(model, task, batch, method)
             if labels is not None:
@@ -65,6 +62,16 @@ def batched_outputs(model: torch.nn.Module, features: Sequence[Feature], batch_s
                 outputs[i] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row
     model.train(was_training)
     return outputs, loss_sum, counted
+
+
+def length_sorted_batches(features: Sequence[Feature], batch_size: int, pad_id: int, device: torch.device,
+                          task: Task) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(feature indices, collated batch on `device`) in batches of similar length, so little
+    of each forward pass is padding."""
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        yield index, {k: v.to(device) for k, v in task.collate([features[i] for i in index], pad_id).items()}
 
 
 def evaluate_encoded(model: torch.nn.Module, task: Task, encoded: Encoded, batch_size: int,

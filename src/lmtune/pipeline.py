@@ -266,7 +266,11 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
                        resume=resume is not None, method=method, callbacks=callbacks,
                        loss_terms=_loss_terms(cfg, plugins))
         if state.is_main_process:
+            refit = _refit(cfg, task, method, model, encoded, tokenizer.pad_token_id or 0, result)
             metrics = _run_metrics(cfg, result, report, trainable, total, state.num_processes)
+            if refit:
+                metrics["training"]["refit"] = refit
+                _say(f"lmtune: {refit}", quiet)
             if augmentation is not None:
                 metrics["training"].update(augmentation.report(result.step))
                 _say(augmentation.summary(metrics["training"]), quiet)
@@ -279,6 +283,22 @@ def _finetune(cfg: Config | dict | str | Path | None, resume: str | Path | None,
             running.remove(run)
     state.wait_for_everyone()
     return run
+
+
+def _refit(cfg: Config, task: Task, method: Any, model: Any, encoded: dict[str, Any], pad_id: int,
+           result: Any) -> str | None:
+    """Let the method refit the trained model on the training examples (`Method.refit`); when
+    it does, the run's validation metrics and outputs are those of the refit model."""
+    from .forward import length_sorted_batches, scored_logits
+
+    device = next(model.parameters()).device
+    batches = (batch for _, batch in length_sorted_batches(encoded["train"].features, cfg.eval.batch_size, pad_id,
+                                                             device, task))
+    refit = method.refit(model, batches)
+    if refit and result.best_metrics:  # the validation split was evaluated: again, with the refit head
+        result.best_metrics, result.best_outputs = scored_logits(model, task, encoded["validation"],
+                                                                 cfg.eval.batch_size, pad_id, device, method)
+    return refit
 
 
 def _loss_terms(cfg: Config, plugins: Plugins) -> list[LossTerm]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Iterable
 
 from ..config import Config, ConfigError
 
@@ -47,6 +47,13 @@ class Method(ABC):
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore what `training_state` returned."""
+
+    def refit(self, model: Any, batches: Iterable[dict[str, Any]]) -> str | None:
+        """After training, before the run is written: refit in closed form what gradient steps
+        fit less well (few-shot's head on the tuned embeddings). `batches`: the training
+        examples, collated, with labels. Returns what it did, for the run's metrics (the
+        validation split is then scored again), or None where it has nothing to refit."""
+        return None
 
     def save(self, model: Any, tokenizer: Any, out_dir: Path) -> None:
         """Save what a user loads later: by default full weights that plain transformers reads."""

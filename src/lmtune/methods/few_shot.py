@@ -11,6 +11,10 @@ and fine-tune it on the few examples, in lmtune's own loop.
   pair sampling and works for multi-label data too (one sigmoid per label). The saved model is
   the encoder as plain transformers saves it (`AutoModel`, and `SentenceTransformer` reads the
   folder as a sentence-embedding model), with the head in `few_shot_head.safetensors`.
+  After training, by default (--few-shot.head logistic), the head is refit as SetFit fits its
+  own: a logistic regression on the tuned embeddings of the training examples. On held-out
+  training rows (benchmarks/fewshot_heldout.py) that head was never below the trained
+  prototypes seed by seed (TREC, K = 16: 0.832 against 0.820).
 - A decoder keeps transformers' sequence-classification head over the last token, set to the
   output rows of the label words: with --data.template as the prompt, its logits start as the
   next-token scores of the label words (prompt-based fine-tuning). It saves as a plain
@@ -21,12 +25,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, check_group
 from .base import Method
 
 HEAD_FILE = "few_shot_head.safetensors"
@@ -39,10 +44,11 @@ class SentenceClassifier(nn.Module):
     effectively learn `head_speed` times faster than the encoder."""
 
     def __init__(self, encoder: nn.Module, prototypes: torch.Tensor, scale: float, head_speed: float,
-                 bias: torch.Tensor | None = None):
+                 bias: torch.Tensor | None = None, linear: bool = False):
         super().__init__()
         self.encoder, self.config = encoder, encoder.config
         self.scale, self.head_speed = float(scale), float(head_speed)
+        self.linear = linear  # a refit head: logits = embedded @ prototypes.T + bias (no cosine)
         self.prototypes = nn.Parameter(prototypes.detach().float() / self.head_speed)  # (labels, hidden)
         start = torch.zeros(len(prototypes)) if bias is None else bias.detach().float()
         self.bias = nn.Parameter(start / self.head_speed)
@@ -64,9 +70,19 @@ class SentenceClassifier(nn.Module):
         return SequenceClassifierOutput(logits=self.score(self.embed(input_ids, attention_mask, **inputs)))
 
     def score(self, embedded: torch.Tensor) -> torch.Tensor:
-        """(batch, labels) logits of sentence embeddings: scaled cosine to each prototype + bias."""
-        prototypes = nn.functional.normalize(self.prototypes * self.head_speed, dim=-1)
-        return self.scale * embedded @ prototypes.T + self.bias * self.head_speed
+        """(batch, labels) logits of sentence embeddings: scaled cosine to each prototype + bias
+        (a refit head: a plain linear map)."""
+        prototypes = self.prototypes * self.head_speed
+        if self.linear:
+            return embedded @ prototypes.T + self.bias * self.head_speed
+        return self.scale * embedded @ nn.functional.normalize(prototypes, dim=-1).T + self.bias * self.head_speed
+
+    def set_linear_head(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Replace the head by logits = embedded @ weight.T + bias (a refit's result)."""
+        with torch.no_grad():
+            self.prototypes.copy_(weight.to(self.prototypes) / self.head_speed)
+            self.bias.copy_(bias.to(self.bias) / self.head_speed)
+        self.linear = True
 
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
@@ -100,6 +116,7 @@ class FewShotMethod(Method):
                               "e.g. 'a {label} review'")
         if cfg.few_shot.labels:
             _label_words(cfg.few_shot.labels)
+        check_group(cfg, "few_shot")
 
     def prepare(self, model: Any, new_weights: Collection[str] = (), total_steps: int = 0,
                 peft_task_type: str | None = None) -> Any:
@@ -127,6 +144,19 @@ class FewShotMethod(Method):
                               f"label(s) {', '.join(map(repr, missing))}: add them as value=word")
         return [named.get(v, v) for v in labels]
 
+    def refit(self, model: Any, batches: Iterable[dict[str, Any]]) -> str | None:
+        """--few-shot.head logistic: the encoder's head becomes a logistic regression (one per
+        label for multi-label data) on the tuned embeddings of the training examples."""
+        if not isinstance(model, SentenceClassifier) or self.cfg.few_shot.head != "logistic":
+            return None
+        embedded, labels = _embedded(model, batches)
+        names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+        fitted = logistic_head(embedded, labels, names, model.config.problem_type == "multi_label_classification")
+        if isinstance(fitted, str):
+            return f"head kept as trained (--few-shot.head logistic has nothing to fit: {fitted})"
+        model.set_linear_head(*fitted)
+        return f"head refit by logistic regression on the {len(labels)} training examples' tuned embeddings"
+
     def save(self, model: Any, tokenizer: Any, out_dir: Path) -> None:
         """An encoder's run: the encoder for plain transformers and sentence-transformers, the
         head beside it. A decoder's: a plain sequence classifier."""
@@ -138,7 +168,8 @@ class FewShotMethod(Method):
         model.encoder.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
         save_file(model.head_state(), str(out_dir / HEAD_FILE),
-                  metadata={"scale": str(model.scale), "head_speed": str(model.head_speed)})
+                  metadata={"scale": str(model.scale), "head_speed": str(model.head_speed),
+                            "head": "linear" if model.linear else "cosine"})
         _write_sentence_transformers_files(out_dir, model.config.hidden_size)
 
     def load(self, model_dir: Path, auto_class: Any) -> Any:
@@ -153,7 +184,51 @@ class FewShotMethod(Method):
             state = {key: handle.get_tensor(key) for key in handle.keys()}
         encoder = AutoModel.from_pretrained(str(model_dir))
         return SentenceClassifier(encoder, state["prototypes"], float(meta.get("scale", 20.0)),
-                                  float(meta.get("head_speed", 1.0)), bias=state["bias"]).eval()
+                                  float(meta.get("head_speed", 1.0)), bias=state["bias"],
+                                  linear=meta.get("head") == "linear").eval()
+
+
+def _embedded(model: SentenceClassifier, batches: Iterable[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(examples, hidden) embeddings of the batches in eval mode, and their labels."""
+    was_training, parts, labels = model.training, [], []
+    model.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            labels.append(batch.pop("labels").cpu())
+            parts.append(model.embed(**batch).float().cpu())
+    model.train(was_training)
+    return torch.cat(parts), torch.cat(labels)
+
+
+def logistic_head(embedded: torch.Tensor, labels: torch.Tensor, names: list[str],
+                  multi_label: bool) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """(weight (labels, hidden), bias (labels,)) of scikit-learn's LogisticRegression with its
+    defaults (SetFit's head): multinomial over the classes, or one binary regression per label
+    for multi-label data. Where the examples do not show every case (a class with no example, a
+    label on all of them or on none) there is nothing to fit: the reason, as text."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = embedded.double().numpy()
+    if multi_label:
+        y = labels.numpy() > 0.5  # (examples, labels) multi-hot
+        constant = [name for j, name in enumerate(names) if y[:, j].all() or not y[:, j].any()]
+        if constant:
+            return f"the label(s) {', '.join(map(repr, constant))} are on every training example or on none"
+        fits = [LogisticRegression(max_iter=1000).fit(x, y[:, j]) for j in range(len(names))]
+        weight = torch.tensor(np.stack([f.coef_[0] for f in fits]))
+        bias = torch.tensor([f.intercept_[0] for f in fits])
+    else:
+        y = labels.numpy()
+        absent = [name for j, name in enumerate(names) if not (y == j).any()]
+        if absent:
+            return f"the class(es) {', '.join(map(repr, absent))} have no training example"
+        fit = LogisticRegression(max_iter=1000).fit(x, y)
+        if len(names) == 2:  # scikit-learn keeps one row for two classes: the logit of class 1
+            weight = torch.tensor(fit.coef_[0]) * torch.tensor([[-0.5], [0.5]], dtype=torch.float64)
+            bias = torch.tensor(fit.intercept_[0]) * torch.tensor([-0.5, 0.5], dtype=torch.float64)
+        else:
+            weight, bias = torch.tensor(fit.coef_), torch.tensor(fit.intercept_)
+    return weight.float(), bias.float()
 
 
 def _is_decoder(model: Any) -> bool:
